@@ -1,0 +1,112 @@
+"""Decode every image once: a uint8 array per (image list, resolution), memory-mapped from disk.
+
+Decoding JPEGs is the slowest part of a PIL-based input pipeline and it is repeated every epoch, for every
+seed and every stage. Here each image is decoded once, resized so that its shorter side is `size` and
+centre-cropped to `size` x `size` (the test-time transform), and stored in an .npy file of shape
+(N, 3, size, size). Later reads are a memory map: no decoding, shared between processes by the OS page
+cache. The file name is a hash of the image paths, their sizes and modification times, and the
+resolution, so a changed dataset gets a new cache instead of a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from aimfair import io
+from aimfair.errors import AimfairError
+
+BAD_IMAGE_POLICIES = ("skip", "fail")
+
+
+@dataclass
+class DecodedImages:
+    """A decoded image array and which of its rows could be read."""
+
+    pixels: np.ndarray  # (N, 3, size, size) uint8, memory-mapped
+    ok: np.ndarray  # (N,) bool; False for unreadable images (their pixels are zeros)
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """Read one image as (3, size, size) uint8: shorter side resized to `size`, then centre-cropped."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        scale = size / min(w, h)
+        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _cache_key(paths: list[Path], size: int) -> str:
+    digest = hashlib.sha1(f"v1|{size}".encode())
+    for p in paths:
+        try:
+            st = p.stat()
+            digest.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            digest.update(f"{p}|missing\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def decoded_images(paths: list[Path], size: int, cache_dir: str | os.PathLike, bad_images: str = "skip",
+                   workers: int = 2, progress: bool = True) -> DecodedImages:
+    """The images at `paths` as one memory-mapped uint8 array, decoding them only the first time.
+
+    bad_images: "skip" marks unreadable or missing files as not ok and warns with their count;
+    "fail" raises an AimfairError naming the first one.
+    """
+    if bad_images not in BAD_IMAGE_POLICIES:
+        raise AimfairError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
+    if not paths:
+        raise AimfairError("no images to decode: the split is empty")
+    cache_dir = Path(cache_dir)
+    key = _cache_key(paths, size)
+    pixel_file, ok_file = cache_dir / f"{key}_{size}px.npy", cache_dir / f"{key}_{size}px.ok.npy"
+
+    if not (pixel_file.exists() and ok_file.exists()):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        ok = np.ones(len(paths), dtype=bool)
+        problems: list[str] = []
+        with io.atomic_path(pixel_file) as tmp:
+            # np.save would append .npy to a temporary name, so open the memmap on the file itself
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
+
+            def load(i: int) -> None:
+                try:
+                    out[i] = decode_image(paths[i], size)
+                except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+                    ok[i] = False
+                    problems.append(f"{paths[i]} ({type(e).__name__}: {e})")
+
+            with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding
+                list(tqdm(pool.map(load, range(len(paths))), total=len(paths), unit="img",
+                          desc=f"decode {len(paths)} images at {size}px (once)", disable=not progress))
+            out.flush()
+            del out
+            if problems and bad_images == "fail":
+                raise AimfairError(f"{len(problems)} unreadable image(s), first: {sorted(problems)[0]}; "
+                                   "replace the file(s) or set data.bad_images: skip")
+            if not ok.any():
+                raise AimfairError(f"none of the {len(paths)} images could be read, e.g. {problems[0]}; "
+                                   "check data.root")
+        with io.atomic_path(ok_file) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, ok)
+
+    ok = np.load(ok_file)
+    if not ok.all():
+        bad = [str(paths[i]) for i in np.flatnonzero(~ok)[:3]]
+        warnings.warn(f"skipped {int((~ok).sum())} of {len(ok)} unreadable or missing image(s) "
+                      f"(data.bad_images: skip), e.g. {', '.join(bad)}", stacklevel=2)
+    return DecodedImages(pixels=np.load(pixel_file, mmap_mode="r"), ok=ok)

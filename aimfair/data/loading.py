@@ -1,0 +1,179 @@
+"""Batches of images for training and evaluation, augmented on the device as whole batches.
+
+The authors' pipeline decodes a JPEG with PIL and transforms it image by image in DataLoader workers.
+Here images come from the decode-once cache (aimfair.data.cache) as uint8 batches, are moved to the device
+(the GPU when there is one) and augmented there in a few tensor operations:
+
+* RandomResizedCrop with torchvision's sampling rule (scale, log-uniform aspect ratio, ten tries, then a
+  centre crop), a different crop per image, cut and resized in one call of torchvision.ops.roi_align;
+* a horizontal flip per image with probability 0.5;
+* transforms.v2.Normalize.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.ops import roi_align
+from torchvision.transforms import v2
+
+from aimfair.data.cache import decoded_images
+from aimfair.errors import AimfairError
+
+# The paper normalises with mean = std = 0.5 per channel.
+NORMALIZE_MEAN = (0.5, 0.5, 0.5)
+NORMALIZE_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class ImageSet:
+    """The images of one split with their labels; pixels stay uint8 (and memory-mapped) until batched."""
+
+    pixels: np.ndarray  # (N, 3, H, W) uint8
+    y: np.ndarray  # (N,) target 0/1
+    s: np.ndarray  # (N,) protected attribute 0/1
+    image_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def load_split(split_csv: str | os.PathLike, image_dir: str | os.PathLike, size: int,
+               cache_dir: str | os.PathLike, bad_images: str = "skip", progress: bool = True) -> ImageSet:
+    """Read a split CSV (image_id, y, s) and its images at `size` px; unreadable images are dropped."""
+    split_csv, image_dir = Path(split_csv), Path(image_dir)
+    if not split_csv.exists():
+        raise AimfairError(f"split file {split_csv} does not exist: run the data stage first (dvc repro)")
+    frame = pd.read_csv(split_csv)
+    missing = {"image_id", "y", "s"} - set(frame.columns)
+    if missing:
+        raise AimfairError(f"{split_csv} lacks column(s) {sorted(missing)}: rebuild it with `aimfair split`")
+    decoded = decoded_images([image_dir / i for i in frame["image_id"]], size, cache_dir, bad_images,
+                             progress=progress)
+    keep = decoded.ok
+    pixels = decoded.pixels if keep.all() else decoded.pixels[keep]
+    return ImageSet(pixels=pixels, y=frame["y"].to_numpy()[keep].astype(np.int64),
+                    s=frame["s"].to_numpy()[keep].astype(np.int64),
+                    image_ids=frame["image_id"][keep].tolist())
+
+
+def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float],
+                      ratio: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """Per-image crop boxes (x1, y1, x2, y2) drawn as transforms.v2.RandomResizedCrop draws them."""
+    tries = 10
+    area = height * width
+    target_area = area * torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator)
+    log_ratio = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(target_area * aspect))
+    h = torch.round(torch.sqrt(target_area / aspect))
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.argmax(valid.int(), dim=1)  # first valid try per image
+    rows = torch.arange(n)
+    w, h, any_valid = w[rows, first], h[rows, first], valid.any(dim=1)
+    # torchvision's fallback: a centre crop with the aspect ratio clamped to `ratio`
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fw, fh = round(height * ratio[1]), height
+    else:
+        fw, fh = width, height
+    w = torch.where(any_valid, w, torch.tensor(float(fw)))
+    h = torch.where(any_valid, h, torch.tensor(float(fh)))
+    u = torch.rand(n, 2, generator=generator)
+    top = torch.where(any_valid, torch.floor(u[:, 0] * (height - h + 1)), torch.tensor(float((height - fh) // 2)))
+    left = torch.where(any_valid, torch.floor(u[:, 1] * (width - w + 1)), torch.tensor(float((width - fw) // 2)))
+    return torch.stack([left, top, left + w, top + h], dim=1)
+
+
+class BatchAugment:
+    """Train-time augmentation of a whole uint8 batch on its device, a different crop and flip per image."""
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True, seed: int = 0):
+        self.size, self.scale, self.ratio, self.flip = size, tuple(scale), tuple(ratio), flip
+        self.generator = torch.Generator().manual_seed(seed)  # on the CPU: same draws on every device
+        self.normalize = v2.Normalize(NORMALIZE_MEAN, NORMALIZE_STD)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = batch.shape
+        x = batch.float().div_(255)
+        boxes = sample_crop_boxes(n, height, width, self.scale, self.ratio, self.generator)
+        rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes], dim=1).to(x.device)
+        # aligned=True samples at pixel centres, so the full box at the same size is the identity
+        x = roi_align(x, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        if self.flip:
+            flip = (torch.rand(n, generator=self.generator) < 0.5).to(x.device)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return self.normalize(x)
+
+
+def eval_transform(batch: torch.Tensor) -> torch.Tensor:
+    """Test-time transform of a uint8 batch: the cache already resized and centre-cropped it."""
+    return v2.functional.normalize(batch.float().div_(255), NORMALIZE_MEAN, NORMALIZE_STD)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+class BatchLoader:
+    """Iterate (images, y, s) batches of an ImageSet, on `device`, augmented or not.
+
+    Shuffling uses its own seeded generator, so an epoch's order depends only on (seed, epoch). The next
+    batch is gathered from the memory map in a background thread while the model works on this one.
+    """
+
+    def __init__(self, images: ImageSet, batch_size: int, device: torch.device, augment: BatchAugment | None = None,
+                 shuffle: bool = False, drop_last: bool = False, seed: int = 0):
+        if batch_size <= 0:
+            raise AimfairError(f"batch_size must be positive, got {batch_size}")
+        self.images, self.batch_size, self.device = images, batch_size, device
+        self.augment, self.shuffle, self.drop_last, self.seed = augment, shuffle, drop_last, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _gather(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        order = np.sort(index)  # sorted reads are kinder to the memory map; the batch is a set anyway
+        x = torch.from_numpy(np.ascontiguousarray(self.images.pixels[order]))
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x, torch.from_numpy(self.images.y[order]), torch.from_numpy(self.images.s[order])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        n = len(self.images)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=g).numpy()
+        else:
+            order = np.arange(n)
+        self.epoch += 1
+        batches = [order[i:i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)]
+        with ThreadPoolExecutor(1) as prefetch:
+            pending = prefetch.submit(self._gather, batches[0]) if batches else None
+            for k in range(len(batches)):
+                x, y, s = pending.result()
+                if k + 1 < len(batches):
+                    pending = prefetch.submit(self._gather, batches[k + 1])
+                x = x.to(self.device, non_blocking=True)
+                x = self.augment(x) if self.augment else eval_transform(x)
+                yield x, y.to(self.device), s.to(self.device)

@@ -1,0 +1,88 @@
+"""The classifier (torchvision ResNet-18 with one logit) and its checkpoints (safetensors + JSON sidecar)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchvision import models
+
+from aimfair import io
+from aimfair.errors import AimfairError
+
+ARCHITECTURES = ("resnet18",)
+PRETRAINED = ("none", "imagenet")
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision keeps its ResNet-18 ImageNet weights: $TORCH_HOME/hub/checkpoints/resnet18-*.pth."""
+    url = models.ResNet18_Weights.IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def build_classifier(arch: str = "resnet18", pretrained: str = "none") -> nn.Module:
+    """ResNet-18 whose final layer is Linear(512, 1): one logit for the binary target.
+
+    pretrained="imagenet" loads the weights from the local torch cache and never downloads them.
+    """
+    if arch not in ARCHITECTURES:
+        raise AimfairError(f"unknown architecture {arch!r}: choose one of {ARCHITECTURES}")
+    if pretrained not in PRETRAINED:
+        raise AimfairError(f"pretrained must be one of {PRETRAINED}, got {pretrained!r}")
+    model = models.resnet18(weights=None)
+    if pretrained == "imagenet":
+        path = imagenet_weights_path()
+        if not path.exists():
+            raise AimfairError(
+                f"ImageNet weights for resnet18 not found at {path}: copy resnet18-f37072fd.pth there "
+                "(or point TORCH_HOME at a folder that has hub/checkpoints/ with it), or set pretrained: none")
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.fc = nn.Linear(model.fc.in_features, 1)
+    return model
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Write the weights to `path` (.safetensors) and `meta` plus the tensor shapes to the JSON sidecar."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with io.atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    sidecar = dict(meta, tensors={k: list(v.shape) for k, v in state.items()})
+    io.write_json(path.with_suffix(".json"), sidecar)
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON sidecar of a checkpoint."""
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.exists():
+        raise AimfairError(f"checkpoint sidecar {sidecar} is missing: re-run the stage that wrote {path}")
+    return json.loads(sidecar.read_text())
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Load weights into `model`, checking names and shapes first; returns the sidecar metadata."""
+    path = Path(path)
+    if not path.exists():
+        raise AimfairError(f"checkpoint {path} does not exist: run the stage that writes it (dvc repro)")
+    state = load_file(str(path))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    if missing or unexpected or wrong:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing tensor(s) e.g. {missing[0]}")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected tensor(s) e.g. {unexpected[0]}")
+        if wrong:
+            detail.append(f"shape of {wrong[0]} is {found[wrong[0]]}, model needs {expected[wrong[0]]}")
+        raise AimfairError(f"checkpoint {path} does not match the model ({'; '.join(detail)}): "
+                           "was it saved for another architecture or number of outputs?")
+    model.load_state_dict(state)
+    return read_sidecar(path)

@@ -1,0 +1,133 @@
+"""Training and prediction loops: ERM with SGD + MultiStepLR, model selection on overall val accuracy.
+
+`fit` writes into its output folder, atomically, after every epoch:
+  best.safetensors (+ .json)   the weights with the best overall validation accuracy (no group labels)
+  history.csv                  loss, train and validation accuracy and learning rate per epoch
+  resume.pt                    model, optimiser and scheduler state, so a killed run picks up where it was
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from aimfair import io
+from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet
+from aimfair.errors import AimfairError
+from aimfair.models import save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; the defaults are the paper's pre-training settings."""
+
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: list[int] = field(default_factory=lambda: [10])
+    gamma: float = 0.1
+    input_size: int = 224
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    seed: int = 100
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (every device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: ImageSet, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """P(y = 1) for every image, in order, with the test-time transform."""
+    model.eval().to(device)
+    out = [torch.sigmoid(model(x).squeeze(1)).cpu() for x, _, _ in
+           BatchLoader(images, batch_size, device, augment=None, shuffle=False)]
+    return torch.cat(out).numpy()
+
+
+def accuracy(model: nn.Module, images: ImageSet, device: torch.device) -> float:
+    """Overall accuracy in percent at threshold 0.5."""
+    return float(((predict_proba(model, images, device) >= 0.5) == images.y).mean() * 100)
+
+
+def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_dir: str | os.PathLike,
+        device: torch.device, meta: dict | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train `model` with BCE-with-logits; keep the epoch with the best overall validation accuracy."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
+    loss_fn = nn.BCEWithLogitsLoss()
+    augment = BatchAugment(cfg.input_size, scale=cfg.crop_scale, seed=cfg.seed)
+    loader = BatchLoader(train, cfg.batch_size, device, augment=augment, shuffle=True, drop_last=False,
+                         seed=cfg.seed)
+    history: list[dict] = []
+    best_acc, start_epoch = -1.0, 0
+
+    resume_file = out_dir / "resume.pt"
+    if resume_file.exists():
+        state = torch.load(resume_file, map_location="cpu", weights_only=False)
+        if state["config"] == asdict(cfg):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            augment.generator.set_state(state["augment_rng"])
+            history, best_acc, start_epoch = state["history"], state["best_acc"], state["epoch"]
+            loader.epoch = start_epoch
+            print(f"resuming {out_dir} from epoch {start_epoch}")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        for x, y, _ in bar:
+            logits = model(x).squeeze(1)
+            loss = loss_fn(logits, y.float())
+            if not torch.isfinite(loss):
+                raise AimfairError(f"loss became {loss.item()} at epoch {epoch + 1} in {out_dir}: lower the "
+                                   f"learning rate (lr={cfg.lr}); the last good checkpoint is kept")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += int(((logits >= 0) == y.bool()).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        val_acc = accuracy(model, val, device)
+        row = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=100 * correct / seen,
+                   val_acc=val_acc, lr=lr, seconds=time.perf_counter() - t0)
+        history.append(row)
+        if progress:
+            print(f"epoch {epoch + 1:3d}  loss {row['train_loss']:.4f}  train {row['train_acc']:.2f}  "
+                  f"val {val_acc:.2f}  ({row['seconds']:.1f}s)")
+        if val_acc > best_acc:
+            best_acc = val_acc
+            save_checkpoint(model, out_dir / "best.safetensors",
+                            dict(meta or {}, epoch=epoch + 1, val_acc=val_acc, config=asdict(cfg)))
+        io.write_csv(out_dir / "history.csv", pd.DataFrame(history))
+        with io.atomic_path(resume_file) as tmp:
+            torch.save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(),
+                            augment_rng=augment.generator.get_state(), history=history, best_acc=best_acc,
+                            epoch=epoch + 1, config=asdict(cfg)), tmp)
+    resume_file.unlink(missing_ok=True)  # finished: the resume state is no longer needed
+    return pd.DataFrame(history)
