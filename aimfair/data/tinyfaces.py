@@ -61,8 +61,8 @@ class WorldConfig:
     p_smile_male: float = 0.42  # CelebA: men smile a little less often than women
     p_smile_female: float = 0.55
     p_young: float = 0.75
-    smile_amplitude: tuple[float, float] = (3.0, 6.0)  # mouth-corner lift on the 128 px canvas
-    neutral_amplitude: float = 1.5  # non-smiling mouths curve by at most this much, either way
+    smile_amplitude: tuple[float, float] = (17.0, 28.0)  # mouth-corner lift, px on the 128 px canvas
+    neutral_amplitude: float = 2.0  # non-smiling mouths curve by at most this much, either way
     teeth_probability: float = 0.0  # an open, toothy smile is much easier to see
 
 
@@ -294,7 +294,7 @@ def write_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), worker
     """
     out = Path(out)
     done_marker = out / "world.json"
-    if done_marker.exists() and json.loads(done_marker.read_text()) == asdict(cfg):
+    if done_marker.exists() and json.loads(done_marker.read_text()) == json.loads(json.dumps(asdict(cfg))):
         return out
     if cfg.n_images < 8 or abs(sum(cfg.partition) - 1) > 1e-6:
         raise AimfairError("tinyfaces needs n_images >= 8 and a partition that sums to 1, "

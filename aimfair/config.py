@@ -1,0 +1,150 @@
+"""params.yaml: read it, check every key and type against the schema below, and hand out typed sections.
+
+Each pipeline stage reads one section. A key that is not in the schema, or a value of the wrong type, is an
+AimfairError that names the key (`data.n_train must be an integer, got '4k'`), never a silent default.
+Keys left out take the defaults written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aimfair.data.tinyfaces import WorldConfig
+from aimfair.errors import AimfairError
+from aimfair.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Stage 00_data: which dataset, which attributes, how skewed the training split is."""
+
+    dataset: str = "tinyfaces"
+    root: str = "work/tinyfaces"
+    target: str = "Smiling"
+    sensitive: str = "Male"
+    bias_degree: str = "1/9"
+    n_train: int = 4000
+    split_seed: int = 0
+    bad_images: str = "skip"
+    tinyfaces: WorldConfig = field(default_factory=WorldConfig)
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    """Stage 04_pretrain: ERM of the biased classifier on the real training split (one run per seed)."""
+
+    arch: str = "resnet18"
+    pretrained: str = "none"
+    input_size: int = 32
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: list[int] = field(default_factory=lambda: [8])
+    gamma: float = 0.1
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    device: str = "auto"
+    threads: int = 0
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                           weight_decay=self.weight_decay, milestones=list(self.milestones), gamma=self.gamma,
+                           input_size=self.input_size, crop_scale=tuple(self.crop_scale), seed=seed)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Stage 07_evaluate: which split the report is computed on."""
+
+    split: str = "test"
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml."""
+
+    seeds: list[int] = field(default_factory=lambda: [100, 200, 300])
+    data: DataParams = field(default_factory=DataParams)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_type_name(args[0])}s" + (f" of length {len(args)}" if origin is tuple else "")
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it in that type or raise naming `key`."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or (origin is tuple and len(value) != len(args)):
+            raise AimfairError(f"{key} must be {_type_name(tp)}, got {value!r}")
+        items = [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, (str, int, float)) and not isinstance(value, bool),
+    }.get(tp)
+    if not ok:
+        raise AimfairError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    return tp(value)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise AimfairError(f"{where} must be a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in data.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise AimfairError(f"unknown key {full} in params{hint}; valid keys here: {', '.join(names)}")
+        values[key] = _convert(value, hints[key], full)
+    return cls(**values)
+
+
+def parse_params(data: dict) -> Params:
+    """Validate a params mapping (as read from YAML) into typed sections."""
+    return _build(Params, data, "")
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.exists():
+        raise AimfairError(f"params file {path} does not exist: run from the repository root or pass its path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise AimfairError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_params(data or {})
+
+
+def to_dict(params: Any) -> dict:
+    """A dataclass (section or whole Params) as plain data, e.g. for JSON provenance files."""
+    return dataclasses.asdict(params)
+

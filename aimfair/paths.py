@@ -1,0 +1,33 @@
+"""Where each stage reads and writes, relative to the repository root.
+
+Notebooks run with the notebook's folder as working directory under JupyterLab and with the caller's under
+papermill, so every path is resolved from the repository root, found by walking up to dvc.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aimfair.errors import AimfairError
+
+WORK = Path("work")  # intermediate results (DVC outputs, not in git)
+SPLITS = WORK / "splits"  # train.csv, val.csv, test.csv, split.json
+CACHE = WORK / "cache"  # decode-once image arrays (aimfair.data.cache); safe to delete
+PRETRAIN = WORK / "pretrain"  # seed_<seed>/best.safetensors, best.json, history.csv
+REPORTS = Path("reports")  # metrics, tables and figures
+FIGURES = REPORTS / "figures"
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above `start` (default: the working directory) holding dvc.yaml."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").exists() and (folder / "params.yaml").exists():
+            return folder
+    raise AimfairError(f"no dvc.yaml and params.yaml at or above {here}: run inside the aimfair repository")
+
+
+def pretrain_dir(seed: int) -> Path:
+    """Folder of the biased model trained with `seed`."""
+    return PRETRAIN / f"seed_{seed}"

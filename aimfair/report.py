@@ -1,0 +1,164 @@
+"""Tables in the paper's layout and the figures of the data and evaluation stages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))  # a headless default; notebooks switch to inline
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from aimfair import io  # noqa: E402
+from aimfair.groups import GROUPS, parse_group_key  # noqa: E402
+from aimfair.metrics import PAPER_COLUMNS, format_mean_std  # noqa: E402
+
+GROUP_COLOURS = {"0_0": "#4C72B0", "0_1": "#55A868", "1_0": "#C44E52", "1_1": "#8172B2"}
+
+
+def group_labels(target: str, sensitive: str) -> dict[str, str]:
+    """Readable names of the four groups, e.g. {"0_1": "Smiling=0, Male=1", ...}."""
+    return {g: f"{target}={parse_group_key(g)[0]}, {sensitive}={parse_group_key(g)[1]}" for g in GROUPS}
+
+
+def column_names(target: str, sensitive: str) -> dict[str, str]:
+    """Headers of the paper's table: group accuracies as (y,s), then ACC, WST, EO, STD."""
+    names = {f"acc_{g}": "({},{})".format(*parse_group_key(g)) for g in GROUPS}
+    return dict(names, ACC="ACC", WST="WST", EO_paper="EO", EO_code="EO (code)", STD="STD", DP="DP")
+
+
+def paper_table(rows: Mapping[str, Mapping], target: str, sensitive: str, digits: int = 2) -> pd.DataFrame:
+    """One row per method, aggregated the paper's way (aimfair.metrics.aggregate_seeds(...)["paper"])."""
+    cols = PAPER_COLUMNS + ["EO_code", "DP"]
+    frame = pd.DataFrame([[row[c] for c in cols] for row in rows.values()], index=list(rows), columns=cols)
+    frame.index.name = "method"
+    return frame.round(digits).rename(columns=column_names(target, sensitive))
+
+
+def mean_std_table(rows: Mapping[str, Mapping], target: str, sensitive: str) -> pd.DataFrame:
+    """One row per method, every column as "mean ± std" over seeds (aggregate_seeds output)."""
+    cols = PAPER_COLUMNS + ["EO_code", "DP"]
+    frame = pd.DataFrame([[format_mean_std(agg["mean"][c], agg["std"][c]) for c in cols] for agg in rows.values()],
+                         index=list(rows), columns=cols)
+    frame.index.name = "method"
+    return frame.rename(columns=column_names(target, sensitive))
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (index included) without extra dependencies."""
+    header = [frame.index.name or ""] + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in frame.iterrows():
+        lines.append("| " + " | ".join([str(name)] + [str(v) for v in row]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write a PNG atomically (a crashed run never leaves half a figure)."""
+    path = Path(path)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return path
+
+
+# ----------------------------------------------------------------------------- data stage
+
+
+def plot_group_counts(counts: Mapping[str, Mapping[str, int]], labels: Mapping[str, str]) -> plt.Figure:
+    """Bars of images per group in each split: the skew of the training split at a glance."""
+    splits = list(counts)
+    fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.4), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        values = [counts[split][g] for g in GROUPS]
+        bars = ax.bar(range(4), values, color=[GROUP_COLOURS[g] for g in GROUPS])
+        ax.bar_label(bars, fontsize=8)
+        ax.set_xticks(range(4), [labels[g].replace(", ", "\n") for g in GROUPS], fontsize=7)
+        ax.set_title(f"{split} ({sum(values)} images)")
+    axes[0][0].set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sample_grid(image_dir: str | os.PathLike, frame: pd.DataFrame, labels: Mapping[str, str],
+                     per_group: int = 8, seed: int = 0) -> plt.Figure:
+    """A row of random images from each group of `frame` (columns image_id, y, s)."""
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(4, per_group, figsize=(1.2 * per_group, 5.4), squeeze=False)
+    for row, g in enumerate(GROUPS):
+        y, s = parse_group_key(g)
+        ids = frame.loc[(frame["y"] == y) & (frame["s"] == s), "image_id"].to_numpy()
+        chosen = rng.choice(ids, size=min(per_group, len(ids)), replace=False) if len(ids) else []
+        for col in range(per_group):
+            ax = axes[row][col]
+            ax.axis("off")
+            if col < len(chosen):
+                with Image.open(Path(image_dir) / chosen[col]) as im:
+                    ax.imshow(im.convert("RGB"))
+        axes[row][0].set_title(labels[g], fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- training and evaluation
+
+
+def plot_histories(histories: Mapping[int, pd.DataFrame]) -> plt.Figure:
+    """Training loss and train/validation accuracy per epoch, one line per seed."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for seed, h in histories.items():
+        ax_loss.plot(h["epoch"], h["train_loss"], label=f"seed {seed}")
+        line, = ax_acc.plot(h["epoch"], h["val_acc"], label=f"val, seed {seed}")
+        ax_acc.plot(h["epoch"], h["train_acc"], ls="--", color=line.get_color(), alpha=0.6)
+        best = h["val_acc"].idxmax()
+        ax_acc.scatter(h.loc[best, "epoch"], h.loc[best, "val_acc"], color=line.get_color(), zorder=3)
+    ax_loss.set(xlabel="epoch", ylabel="BCE loss", title="training loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (dashed: train; dot: selected epoch)")
+    ax_loss.legend(fontsize=8)
+    ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_group_accuracy(per_seed: pd.DataFrame, labels: Mapping[str, str], title: str = "") -> plt.Figure:
+    """Bars: each group's accuracy averaged over seeds; dots: the individual seeds; dashed: overall ACC."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for i, g in enumerate(GROUPS):
+        values = per_seed[f"acc_{g}"].to_numpy()
+        ax.bar(i, values.mean(), color=GROUP_COLOURS[g], alpha=0.8)
+        ax.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, color="black",
+                   s=12, zorder=3)
+        ax.text(i, values.mean() + 1, f"{values.mean():.1f}", ha="center", fontsize=8)
+    ax.axhline(per_seed["ACC"].mean(), ls="--", color="grey", label=f"ACC {per_seed['ACC'].mean():.1f}")
+    ax.set_xticks(range(4), [labels[g].replace(", ", "\n") for g in GROUPS], fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or f"group accuracy over {len(per_seed)} seed(s)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_by_group(predictions: pd.DataFrame, target: str, sensitive: str) -> plt.Figure:
+    """Row-normalised confusion matrices (true y vs predicted), one panel per protected value s."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.4))
+    for ax, s in zip(axes, (0, 1)):
+        part = predictions[predictions["s"] == s]
+        counts = np.array([[((part["y"] == y) & (part["pred"] == p)).sum() for p in (0, 1)] for y in (0, 1)])
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) * 100
+        ax.imshow(rates, cmap="Blues", vmin=0, vmax=100)
+        for y in (0, 1):
+            for p in (0, 1):
+                ax.text(p, y, f"{rates[y, p]:.1f}%\n(n={counts[y, p]})", ha="center", va="center",
+                        color="white" if rates[y, p] > 60 else "black", fontsize=9)
+        ax.set_xticks([0, 1], [f"pred {target}=0", f"pred {target}=1"])
+        ax.set_yticks([0, 1], [f"{target}=0", f"{target}=1"])
+        ax.set_title(f"{sensitive}={s}")
+    fig.suptitle("confusion by group (all seeds pooled)")
+    fig.tight_layout()
+    return fig
