@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 from aimfair.data.splits import DATASETS, SPLITS, group_counts, make_split, parse_bias_degree, write_split
@@ -57,8 +58,62 @@ def _add_split(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_split)
 
 
+def _stage_parser(commands: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help, description=help + " (the same function as its notebook).")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from aimfair import paths
+    from aimfair.config import load_params
+
+    params = load_params(args.params)
+    return params, paths.repo_root(Path(args.params).resolve().parent)
+
+
+def _add_data(commands: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from aimfair.pipeline import run_data
+
+        params, root = _load(args)
+        splits = run_data(params, root)
+        print(", ".join(f"{name}: {len(frame)} images" for name, frame in splits.items()))
+        return 0
+
+    _stage_parser(commands, "data", "stage 00: render tinyfaces if chosen, write the splits").set_defaults(run=run)
+
+
+def _add_pretrain(commands: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from aimfair.pipeline import run_pretrain
+
+        params, root = _load(args)
+        for seed in args.seed or params.seeds:
+            history = run_pretrain(params, root, seed)
+            print(f"seed {seed}: best validation accuracy {history['val_acc'].max():.2f}%")
+        return 0
+
+    parser = _stage_parser(commands, "pretrain", "stage 04: train the biased classifier")
+    parser.add_argument("--seed", type=int, action="append", help="seed to train (repeatable; default: params seeds)")
+    parser.set_defaults(run=run)
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from aimfair.pipeline import run_evaluate, write_evaluation
+
+        params, root = _load(args)
+        written = write_evaluation(run_evaluate(params, root), params, root)
+        print(written["table_md"].read_text())
+        return 0
+
+    _stage_parser(commands, "evaluate", "stage 07: fairness metrics and tables").set_defaults(run=run)
+
+
 # Each entry adds one subcommand; its parser sets `run`, the function that executes it.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_split,)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_split, _add_data, _add_pretrain,
+                                                                      _add_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

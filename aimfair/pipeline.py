@@ -24,6 +24,7 @@ from aimfair.data.utkface import utkface_image_dir
 from aimfair.errors import AimfairError
 from aimfair.metrics import aggregate_seeds, fairness_metrics
 from aimfair.models import build_classifier, load_checkpoint
+from aimfair.report import formatted, markdown_table, mean_std_table, paper_table
 from aimfair.train import fit, predict_proba, seed_everything
 
 
@@ -109,8 +110,6 @@ def run_evaluate(params: Params, root: Path, progress: bool = True) -> Evaluatio
 
 def write_evaluation(result: Evaluation, params: Params, root: Path, method: str = "baseline") -> dict[str, Path]:
     """metrics.json (DVC metrics), per-seed CSV, and the paper-layout tables (markdown + CSV)."""
-    from aimfair.report import markdown_table, mean_std_table, paper_table
-
     reports = root / paths.REPORTS
     d = params.data
     metrics = {method: dict(setting=f"{d.dataset} {d.target}/{d.sensitive} bias {d.bias_degree}",
@@ -128,7 +127,7 @@ def write_evaluation(result: Evaluation, params: Params, root: Path, method: str
         f"{params.evaluate.split} split, {len(params.seeds)} seed(s)\n\n"
         "Aggregated as in the paper: group accuracies averaged over seeds, WST and STD of those averages, "
         "ACC and EO averaged over seeds. EO is the paper's printed definition (max of the TPR and FPR gaps); "
-        "EO (code) is the authors' code (their mean).\n\n" + markdown_table(paper) +
+        "EO (code) is the authors' code (their mean).\n\n" + markdown_table(formatted(paper)) +
         "\nMean ± std over seeds:\n\n" + markdown_table(spread)))
     return out
 

@@ -41,6 +41,11 @@ def paper_table(rows: Mapping[str, Mapping], target: str, sensitive: str, digits
     return frame.round(digits).rename(columns=column_names(target, sensitive))
 
 
+def formatted(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """Numbers as fixed-decimal strings (71.80, not 71.8), for markdown tables."""
+    return frame.map(lambda v: f"{v:.{digits}f}" if isinstance(v, float) else v)
+
+
 def mean_std_table(rows: Mapping[str, Mapping], target: str, sensitive: str) -> pd.DataFrame:
     """One row per method, every column as "mean ± std" over seeds (aggregate_seeds output)."""
     cols = PAPER_COLUMNS + ["EO_code", "DP"]
@@ -133,7 +138,7 @@ def plot_group_accuracy(per_seed: pd.DataFrame, labels: Mapping[str, str], title
         ax.bar(i, values.mean(), color=GROUP_COLOURS[g], alpha=0.8)
         ax.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, color="black",
                    s=12, zorder=3)
-        ax.text(i, values.mean() + 1, f"{values.mean():.1f}", ha="center", fontsize=8)
+        ax.text(i, values.max() + 2, f"{values.mean():.1f}", ha="center", fontsize=8)
     ax.axhline(per_seed["ACC"].mean(), ls="--", color="grey", label=f"ACC {per_seed['ACC'].mean():.1f}")
     ax.set_xticks(range(4), [labels[g].replace(", ", "\n") for g in GROUPS], fontsize=8)
     ax.set_ylim(0, 105)
@@ -156,7 +161,8 @@ def plot_confusion_by_group(predictions: pd.DataFrame, target: str, sensitive: s
             for p in (0, 1):
                 ax.text(p, y, f"{rates[y, p]:.1f}%\n(n={counts[y, p]})", ha="center", va="center",
                         color="white" if rates[y, p] > 60 else "black", fontsize=9)
-        ax.set_xticks([0, 1], [f"pred {target}=0", f"pred {target}=1"])
+        ax.set_xticks([0, 1], ["0", "1"])
+        ax.set_xlabel(f"predicted {target}")
         ax.set_yticks([0, 1], [f"{target}=0", f"{target}=1"])
         ax.set_title(f"{sensitive}={s}")
     fig.suptitle("confusion by group (all seeds pooled)")

@@ -96,7 +96,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        # a slow refresh: under papermill --log-output every refresh becomes a log line
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
+                   mininterval=3)
         for x, y, _ in bar:
             logits = model(x).squeeze(1)
             loss = loss_fn(logits, y.float())

@@ -1,0 +1,100 @@
+"""The whole default pipeline at toy size, through `dvc repro` and papermill exactly as a user runs it,
+in a temporary copy of the repository (a fresh clone: no data/, no DVC remote, no outputs)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TOY = {
+    "seeds": [1, 2],
+    "data": {"n_train": 80, "tinyfaces": {"n_images": 400, "image_size": 32}},
+    "pretrain": {"input_size": 16, "epochs": 2, "milestones": [1], "batch_size": 32, "threads": 1},
+}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def toy_repo(tmp_path_factory) -> tuple[Path, dict]:
+    if shutil.which("git") is None:
+        pytest.skip("git is needed to make a repository copy")
+    repo = tmp_path_factory.mktemp("clone") / "aimfair"
+    # a fresh clone: the tracked files and nothing else
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(repo)], check=True)
+    for path in subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.split():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, repo / path)  # uncommitted work under test
+    for path in subprocess.run(["git", "diff", "--name-only"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.split():
+        if (ROOT / path).exists():
+            shutil.copy2(ROOT / path, repo / path)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, TOY), sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(repo), MPLBACKEND="Agg")
+    return repo, env
+
+
+def test_dvc_repro_runs_every_stage_and_writes_the_report(toy_repo):
+    repo, env = toy_repo
+    assert not (repo / "data").exists(), "the default pipeline must not need data/"
+    _run([sys.executable, "-m", "dvc", "repro"], repo, env)
+
+    for name in ("00_data.ipynb", "04_pretrain_seed1.ipynb", "04_pretrain_seed2.ipynb", "07_evaluate.ipynb"):
+        nb = json.loads((repo / "outputs" / "notebooks" / name).read_text())
+        assert nb["metadata"]["papermill"]["exception"] is None or not nb["metadata"]["papermill"]["exception"]
+    for seed in (1, 2):
+        sidecar = json.loads((repo / "work/pretrain" / f"seed_{seed}" / "best.json").read_text())
+        assert sidecar["seed"] == seed and 1 <= sidecar["epoch"] <= 2
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())["baseline"]
+    assert metrics["n_seeds"] == 2
+    paper = metrics["paper"]
+    assert paper["WST"] == min(paper[f"acc_{g}"] for g in ("0_0", "0_1", "1_0", "1_1"))
+    assert 0 <= paper["ACC"] <= 100 and metrics["std"]["ACC"] is not None
+    table = (repo / "reports" / "table.md").read_text()
+    assert "| baseline |" in table and "WST" in table
+    for figure in ("data/group_counts.png", "data/train_samples.png", "evaluate/group_accuracy.png",
+                   "evaluate/confusion_by_group.png"):
+        assert (repo / "reports" / "figures" / figure).stat().st_size > 1000
+    split = json.loads((repo / "work" / "splits" / "split.json").read_text())
+    assert split["group_counts"]["train"] == {"0_0": 4, "0_1": 36, "1_0": 36, "1_1": 4}
+
+
+def test_pipeline_is_up_to_date_afterwards_and_metrics_show(toy_repo):
+    repo, env = toy_repo
+    # data.dvc is "not in cache" in a fresh clone without a remote: the pipeline itself must be clean
+    status = _run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], repo, env).stdout
+    assert "changed" not in status and "modified" not in status, status
+    shown = _run([sys.executable, "-m", "dvc", "metrics", "show"], repo, env).stdout
+    assert "baseline.paper.WST" in shown
+
+
+def test_a_new_seed_reruns_only_that_seed_and_evaluation(toy_repo):
+    repo, env = toy_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["seeds"] = [1, 2, 3]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _run([sys.executable, "-m", "dvc", "repro"], repo, env).stdout
+    assert "Running stage 'pretrain@3'" in out and "Running stage 'evaluate'" in out
+    assert "Running stage 'pretrain@1'" not in out and "Running stage 'data'" not in out
+    assert json.loads((repo / "reports" / "metrics.json").read_text())["baseline"]["n_seeds"] == 3

@@ -1,0 +1,68 @@
+"""The repository's own contracts: environment files agree, notebooks are committed clean and
+parameterised with literals, and every notebook the pipeline runs exists."""
+
+import ast
+import json
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    for sep in "=<>!~[; ":
+        requirement = requirement.split(sep)[0]
+    return requirement.lower()
+
+
+def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert sorted(pip_section) == sorted(wanted), "environment.yml and pyproject.toml disagree"
+
+
+def _notebooks() -> list[Path]:
+    found = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert found, "no notebooks found"
+    return found
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in _notebooks():
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert not cell.get("outputs"), f"{path.name} has outputs: clear them before committing"
+                assert cell.get("execution_count") is None, f"{path.name} has execution counts"
+
+
+def test_notebooks_open_with_a_narrative_and_have_a_literal_parameters_cell():
+    for path in _notebooks():
+        cells = json.loads(path.read_text())["cells"]
+        intro = "".join(cells[0]["source"])
+        assert cells[0]["cell_type"] == "markdown"
+        for heading in ("What you will learn", "Inputs", "Outputs", "Runtime"):
+            assert heading in intro, f"{path.name}: the opening cell lacks '{heading}'"
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+        for node in ast.parse("".join(tagged[0]["source"])).body:
+            assert isinstance(node, ast.Assign), f"{path.name}: parameters cell may only assign"
+            ast.literal_eval(node.value)  # raises if a value is not a literal
+
+
+def test_numbered_notebooks_match_the_pipeline():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    commands = " ".join(str(s.get("cmd", s.get("do", {}).get("cmd", ""))) for s in stages.values())
+    for path in _notebooks():
+        assert path.name[:2].isdigit(), f"{path.name} is not numbered"
+        assert f"notebooks/{path.name}" in commands, f"{path.name} is not run by any stage of dvc.yaml"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make repro" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
