@@ -111,9 +111,35 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     _stage_parser(commands, "evaluate", "stage 07: fairness metrics and tables").set_defaults(run=run)
 
 
+def _parameter(text: str) -> tuple[str, object]:
+    import yaml
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, yaml.safe_load(value)  # YAML typing: 100 -> int, true -> bool, [1, 2] -> list
+
+
+def _add_notebook(commands: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from aimfair.notebooks import run_notebook
+
+        run_notebook(args.notebook, args.output, dict(args.parameter or []))
+        return 0
+
+    parser = commands.add_parser("notebook", help="execute a pipeline notebook with papermill (as dvc.yaml does)",
+                                 description="Execute NOTEBOOK into OUTPUT with papermill; a user mistake "
+                                             "inside the notebook is reported as one line.")
+    parser.add_argument("notebook")
+    parser.add_argument("output")
+    parser.add_argument("-p", "--parameter", type=_parameter, action="append", metavar="NAME=VALUE",
+                        help="a value for the parameters cell (repeatable), e.g. -p seed=100")
+    parser.set_defaults(run=run)
+
+
 # Each entry adds one subcommand; its parser sets `run`, the function that executes it.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_split, _add_data, _add_pretrain,
-                                                                      _add_evaluate)
+                                                                      _add_evaluate, _add_notebook)
 
 
 def build_parser() -> argparse.ArgumentParser:

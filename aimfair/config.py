@@ -33,6 +33,8 @@ class DataParams:
     bias_degree: str = "1/9"
     n_train: int = 4000
     split_seed: int = 0
+    utkface_test_per_group: int = 0  # 0: 20% of the smallest group (aimfair.data.splits)
+    utkface_val_fraction: float = 0.1
     bad_images: str = "skip"
     tinyfaces: WorldConfig = field(default_factory=WorldConfig)
 

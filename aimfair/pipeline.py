@@ -41,7 +41,9 @@ def run_data(params: Params, root: Path, progress: bool = True) -> dict[str, pd.
     d = params.data
     if d.dataset == "tinyfaces":
         write_world(root / d.root, d.tinyfaces, progress=progress)
-    splits = make_split(d.dataset, root / d.root, d.target, d.sensitive, d.bias_degree, d.n_train, seed=d.split_seed)
+    splits = make_split(d.dataset, root / d.root, d.target, d.sensitive, d.bias_degree, d.n_train, seed=d.split_seed,
+                        utkface_test_per_group=d.utkface_test_per_group or None,
+                        utkface_val_fraction=d.utkface_val_fraction)
     write_split(splits, root / paths.SPLITS, {k: v for k, v in to_dict(d).items() if k != "tinyfaces"})
     return splits
 

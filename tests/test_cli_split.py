@@ -77,7 +77,7 @@ def test_utkface_split_with_seed(tmp_path: Path) -> None:
     [
         ({"--target": "Smilling"}, "did you mean 'Smiling'?"),
         ({"--bias-degree": "ten"}, "bias degree 'ten' is not a positive fraction"),
-        ({"--n-train": "4000"}, "lower --n-train or use a milder --bias-degree"),
+        ({"--n-train": "4000"}, "lower --n-train (data.n_train) or use a milder --bias-degree"),
     ],
 )
 def test_user_errors_print_one_line(

@@ -98,3 +98,17 @@ def test_a_new_seed_reruns_only_that_seed_and_evaluation(toy_repo):
     assert "Running stage 'pretrain@3'" in out and "Running stage 'evaluate'" in out
     assert "Running stage 'pretrain@1'" not in out and "Running stage 'data'" not in out
     assert json.loads((repo / "reports" / "metrics.json").read_text())["baseline"]["n_seeds"] == 3
+
+
+def test_a_user_mistake_stops_the_stage_with_one_line_and_no_traceback(toy_repo):
+    repo, env = toy_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["n_train"] = 100000  # more than any group can supply
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "data"], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if line.startswith("aimfair: error:")]
+    assert len(errors) == 1 and "n_train" in errors[0] and "available/needed" in errors[0], output[-2000:]
+    assert "Traceback" not in output

@@ -83,7 +83,7 @@ def group_quotas(bias_degree: str | int | float | Fraction, n_train: int) -> dic
     if empty:
         raise AimfairError(
             f"n_train {n_train} with bias degree {bias_degree} leaves group {empty[0]} without images: "
-            "raise --n-train or use a milder --bias-degree"
+            "raise --n-train (data.n_train) or use a milder --bias-degree (data.bias_degree)"
         )
     return quotas
 
@@ -111,7 +111,7 @@ def biased_train_split(
         )
         raise AimfairError(
             f"not enough images for the biased train split (available/needed per group: {per_group}): "
-            "lower --n-train or use a milder --bias-degree (closer to 1)"
+            "lower --n-train (data.n_train) or use a milder --bias-degree (data.bias_degree, closer to 1)"
         )
     # Rank of each row within its group in scan order; taking ranks below the quota is exactly FCFS.
     rank = ordered.groupby(keys, sort=False).cumcount()

@@ -1,0 +1,68 @@
+"""Wall time and peak memory of every stage of the default pipeline, as `make repro` runs it.
+
+Each stage is forced to run (`dvc repro --force --single-item STAGE`) in dependency order, in a child
+process whose peak resident memory (its own and its children's, the notebook kernel included) is read
+from getrusage. Run it from the repository root, with the virtual environment on PATH:
+
+    PATH=$PWD/.venv/bin:$PATH python benchmarks/pipeline_timing.py --json docs/pipeline_timing.json
+
+It rewrites the pipeline's outputs (the same ones `dvc repro` writes), so run it on a clean checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from aimfair.config import load_params
+
+
+def stage_names(params_file: Path) -> list[str]:
+    """The default pipeline's stages in dependency order (pretrain runs once per seed)."""
+    seeds = load_params(params_file).seeds
+    return ["data"] + [f"pretrain@{s}" for s in seeds] + ["evaluate"]
+
+
+def measure(stage: str) -> dict:
+    """Run one stage in a fresh child; return its wall time and the peak RSS of its process tree."""
+    code = ("import resource, subprocess, sys; "
+            f"r = subprocess.run([sys.executable, '-m', 'dvc', 'repro', '--force', '--single-item', '{stage}'], "
+            "stdout=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"stage {stage} failed:\n{done.stderr[-2000:]}")
+    return dict(stage=stage, seconds=round(seconds, 1), peak_rss_mb=round(int(done.stdout.strip()) / 1024))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--json", help="write the results here too")
+    args = parser.parse_args()
+    rows = []
+    for stage in stage_names(Path(args.params)):
+        rows.append(measure(stage))
+        print(f"{rows[-1]['stage']:<16} {rows[-1]['seconds']:>7.1f} s  {rows[-1]['peak_rss_mb']:>6d} MB", flush=True)
+    total = sum(r["seconds"] for r in rows)
+    print(f"{'total':<16} {total:>7.1f} s  {max(r['peak_rss_mb'] for r in rows):>6d} MB peak")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(
+            machine=dict(cpus=os.cpu_count(),
+                         python=platform.python_version(), torch=torch.__version__,
+                         cuda=torch.cuda.is_available()),
+            stages=rows, total_seconds=round(total, 1)), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
