@@ -5,7 +5,9 @@ Here images come from the decode-once cache (aimfair.data.cache) as uint8 batche
 (the GPU when there is one) and augmented there in a few tensor operations:
 
 * RandomResizedCrop with torchvision's sampling rule (scale, log-uniform aspect ratio, ten tries, then a
-  centre crop), a different crop per image, cut and resized in one call of torchvision.ops.roi_align;
+  centre crop), a different crop per image. On a GPU all crops are cut and resized in one call of
+  torchvision.ops.roi_align; on the CPU, where roi_align is single-threaded float work, each crop goes
+  through transforms.v2.functional.resized_crop on uint8, which is several times faster at 224 px;
 * a horizontal flip per image with probability 0.5;
 * transforms.v2.Normalize.
 """
@@ -98,19 +100,38 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float
 class BatchAugment:
     """Train-time augmentation of a whole uint8 batch on its device, a different crop and flip per image."""
 
+    BACKENDS = ("auto", "roi_align", "resized_crop")
+
     def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True, seed: int = 0):
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True, seed: int = 0,
+                 backend: str = "auto"):
+        if backend not in self.BACKENDS:
+            raise AimfairError(f"augmentation backend must be one of {self.BACKENDS}, got {backend!r}")
         self.size, self.scale, self.ratio, self.flip = size, tuple(scale), tuple(ratio), flip
+        self.backend = backend  # "auto": roi_align on accelerators, resized_crop on the CPU
         self.generator = torch.Generator().manual_seed(seed)  # on the CPU: same draws on every device
         self.normalize = v2.Normalize(NORMALIZE_MEAN, NORMALIZE_STD)
 
+    def _crop_roi_align(self, batch: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        x = batch.float().div_(255)
+        rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes], dim=1).to(x.device)
+        # aligned=True samples at pixel centres, so the full box at the same size is the identity
+        return roi_align(x, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+    def _crop_resized_crop(self, batch: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        left, top, right, bottom = boxes.long().unbind(1)
+        crops = [v2.functional.resized_crop(img, int(t), int(lf), int(b - t), int(r - lf), [self.size, self.size],
+                                            antialias=True)
+                 for img, lf, t, r, b in zip(batch, left, top, right, bottom)]
+        return torch.stack(crops).float().div_(255)
+
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         n, _, height, width = batch.shape
-        x = batch.float().div_(255)
         boxes = sample_crop_boxes(n, height, width, self.scale, self.ratio, self.generator)
-        rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes], dim=1).to(x.device)
-        # aligned=True samples at pixel centres, so the full box at the same size is the identity
-        x = roi_align(x, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        backend = self.backend
+        if backend == "auto":
+            backend = "resized_crop" if batch.device.type == "cpu" else "roi_align"
+        x = self._crop_roi_align(batch, boxes) if backend == "roi_align" else self._crop_resized_crop(batch, boxes)
         if self.flip:
             flip = (torch.rand(n, generator=self.generator) < 0.5).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -137,7 +158,8 @@ class BatchLoader:
     """Iterate (images, y, s) batches of an ImageSet, on `device`, augmented or not.
 
     Shuffling uses its own seeded generator, so an epoch's order depends only on (seed, epoch). The next
-    batch is gathered from the memory map in a background thread while the model works on this one.
+    batch is gathered from the memory map and augmented in a background thread while the model works on
+    this one.
     """
 
     def __init__(self, images: ImageSet, batch_size: int, device: torch.device, augment: BatchAugment | None = None,
@@ -152,12 +174,16 @@ class BatchLoader:
         n = len(self.images)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def _gather(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prepare(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gather one batch from the memory map, move it to the device and transform it."""
         order = np.sort(index)  # sorted reads are kinder to the memory map; the batch is a set anyway
         x = torch.from_numpy(np.ascontiguousarray(self.images.pixels[order]))
         if self.device.type == "cuda":
             x = x.pin_memory()
-        return x, torch.from_numpy(self.images.y[order]), torch.from_numpy(self.images.s[order])
+        x = x.to(self.device, non_blocking=True)
+        x = self.augment(x) if self.augment else eval_transform(x)
+        y, s = torch.from_numpy(self.images.y[order]), torch.from_numpy(self.images.s[order])
+        return x, y.to(self.device), s.to(self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         n = len(self.images)
@@ -168,12 +194,12 @@ class BatchLoader:
             order = np.arange(n)
         self.epoch += 1
         batches = [order[i:i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)]
+        # one background thread prepares batch k+1 while the caller works on batch k; a single worker
+        # keeps the augmentation's random draws in batch order, so results do not depend on timing
         with ThreadPoolExecutor(1) as prefetch:
-            pending = prefetch.submit(self._gather, batches[0]) if batches else None
+            pending = prefetch.submit(self._prepare, batches[0]) if batches else None
             for k in range(len(batches)):
-                x, y, s = pending.result()
+                batch = pending.result()
                 if k + 1 < len(batches):
-                    pending = prefetch.submit(self._gather, batches[k + 1])
-                x = x.to(self.device, non_blocking=True)
-                x = self.augment(x) if self.augment else eval_transform(x)
-                yield x, y.to(self.device), s.to(self.device)
+                    pending = prefetch.submit(self._prepare, batches[k + 1])
+                yield batch
