@@ -66,3 +66,12 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make repro" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_shows_the_committed_baseline_results():
+    import csv
+
+    with open(ROOT / "reports" / "table.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["method"] == "baseline")
+    shown = [f"{float(row[c]):.2f}" for c in ("(0,0)", "(0,1)", "(1,0)", "(1,1)", "ACC", "WST", "EO", "STD")]
+    assert " | ".join(shown) in (ROOT / "README.md").read_text(), "README's results table is stale: " + str(shown)
