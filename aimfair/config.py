@@ -81,12 +81,17 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
 
+_NAMES = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+          bool: ("true or false", "booleans")}
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
         args = typing.get_args(tp)
-        return f"a list of {_type_name(args[0])}s" + (f" of length {len(args)}" if origin is tuple else "")
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+        items = _NAMES.get(args[0], (str(args[0]),) * 2)[1]
+        return f"a list of {items}" + (f" of length {len(args)}" if origin is tuple else "")
+    return _NAMES.get(tp, (str(tp),))[0]
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:

@@ -115,8 +115,10 @@ class BatchAugment:
     def _crop_roi_align(self, batch: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         x = batch.float().div_(255)
         rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes], dim=1).to(x.device)
-        # aligned=True samples at pixel centres, so the full box at the same size is the identity
-        return roi_align(x, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        # One bilinear sample at each output pixel's centre (aligned=True): the full box at the same size is
+        # the identity. Crops are never larger than the cached image (it is already at the input size),
+        # so the resize only ever enlarges and needs no antialiasing.
+        return roi_align(x, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
 
     def _crop_resized_crop(self, batch: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         left, top, right, bottom = boxes.long().unbind(1)
