@@ -107,6 +107,9 @@ def decoded_images(paths: list[Path], size: int, cache_dir: str | os.PathLike, b
     ok = np.load(ok_file)
     if not ok.all():
         bad = [str(paths[i]) for i in np.flatnonzero(~ok)[:3]]
+        if bad_images == "fail":  # the cache was written by an earlier run with bad_images: skip
+            raise AimfairError(f"{int((~ok).sum())} unreadable image(s), first: {bad[0]}; "
+                               "replace the file(s) or set data.bad_images: skip")
         warnings.warn(f"skipped {int((~ok).sum())} of {len(ok)} unreadable or missing image(s) "
                       f"(data.bad_images: skip), e.g. {', '.join(bad)}", stacklevel=2)
     return DecodedImages(pixels=np.load(pixel_file, mmap_mode="r"), ok=ok)
