@@ -120,7 +120,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise AimfairError(f"{where} must be a mapping of keys to values, got {data!r}")
+        raise AimfairError(f"{where or 'the params file'} must be a mapping of keys to values, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     values = {}

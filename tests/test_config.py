@@ -1,47 +1,117 @@
 """params.yaml validation: unknown keys and wrong types are one-line errors that name the key."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from aimfair.cli import main
-from aimfair.config import PretrainParams, load_params, parse_params
+from aimfair.config import DataParams, PretrainParams, load_params, parse_params, to_dict
+from aimfair.data.tinyfaces import WorldConfig
 from aimfair.errors import AimfairError
+from aimfair.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_committed_params_file_is_valid():
+def _plain(value):
+    """Tuples as lists, recursively, to compare with what YAML reads."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def test_the_committed_params_file_is_valid_and_read_in_full():
     params = load_params(ROOT / "params.yaml")
-    assert params.data.dataset == "tinyfaces" and params.seeds
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    as_dict = _plain(to_dict(params))
+    # every value written in the file arrives, section by section (nested tinyfaces included)
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    for sub, subvalue in value.items():
+                        assert as_dict[section][key][sub] == subvalue, f"{section}.{key}.{sub}"
+                else:
+                    assert as_dict[section][key] == value, f"{section}.{key}"
+        else:
+            assert as_dict[section] == values, section
+    assert isinstance(params.data.tinyfaces, WorldConfig)
+    assert isinstance(params.data.tinyfaces.smile_amplitude, tuple)
     assert params.pretrain.train_config(params.seeds[0]).seed == params.seeds[0]
+
+
+def test_the_pretrain_section_becomes_the_training_config():
+    p = parse_params({"pretrain": {"epochs": 4, "lr": 0.5, "milestones": [1, 3], "crop_scale": [0.2, 0.9],
+                                   "input_size": 48, "batch_size": 8, "momentum": 0.5, "weight_decay": 0,
+                                   "gamma": 0.5}}).pretrain
+    cfg = p.train_config(seed=9)
+    assert cfg == TrainConfig(epochs=4, batch_size=8, lr=0.5, momentum=0.5, weight_decay=0.0, milestones=[1, 3],
+                              gamma=0.5, input_size=48, crop_scale=(0.2, 0.9), seed=9)
+    assert cfg.milestones is not p.milestones  # the training config owns its list
 
 
 def test_missing_keys_take_the_defaults():
     params = parse_params({"pretrain": {"epochs": 3}})
-    assert params.pretrain.epochs == 3 and params.pretrain.lr == PretrainParams().lr
-    assert params.data.tinyfaces.n_images > 0
+    assert params.pretrain == dataclasses.replace(PretrainParams(), epochs=3)
+    assert params.data == DataParams() and params.data.tinyfaces == WorldConfig()
+    assert params.seeds == [100, 200, 300]
+    assert parse_params({"data": None}).data == DataParams()  # an empty section is all defaults
+    assert parse_params({"data": {"tinyfaces": {"seed": 5}}}).data.tinyfaces == WorldConfig(seed=5)
+
+
+def test_an_empty_file_is_all_defaults(tmp_path):
+    (tmp_path / "params.yaml").write_text("# nothing set\n")
+    assert load_params(tmp_path / "params.yaml") == parse_params({})
+
+
+def test_values_are_converted_to_the_schema_types():
+    params = parse_params({"pretrain": {"lr": 1, "crop_scale": [1, 1]}, "data": {"bias_degree": 1}})
+    assert params.pretrain.lr == 1.0 and isinstance(params.pretrain.lr, float)
+    assert params.pretrain.crop_scale == (1.0, 1.0) and isinstance(params.pretrain.crop_scale, tuple)
+    assert params.data.bias_degree == "1" and isinstance(params.data.bias_degree, str)
+    assert parse_params({"data": {"tinyfaces": {"partition": [0.6, 0.2, 0.2]}}}).data.tinyfaces.partition == \
+        (0.6, 0.2, 0.2)
 
 
 @pytest.mark.parametrize("data, key, hint", [
     ({"sedes": [1]}, "sedes", "seeds"),
     ({"data": {"n_trian": 5}}, "data.n_trian", "n_train"),
+    ({"pretrain": {"learning_rat": 5}}, "pretrain.learning_rat", None),
+    ({"pretrain": {"epoch": 5}}, "pretrain.epoch", "epochs"),
     ({"data": {"tinyfaces": {"smile_amp": [1, 2]}}}, "data.tinyfaces.smile_amp", "smile_amplitude"),
 ])
 def test_unknown_keys_are_named_with_a_suggestion(data, key, hint):
-    with pytest.raises(AimfairError, match=f"unknown key {key} .*did you mean {hint}"):
+    with pytest.raises(AimfairError, match=f"unknown key {key} in params") as error:
         parse_params(data)
+    if hint:
+        assert f"did you mean {hint}?" in str(error.value)
+    assert "valid keys here:" in str(error.value)
 
 
 @pytest.mark.parametrize("data, key", [
-    ({"data": {"n_train": "4k"}}, "data.n_train must be an integer"),
-    ({"pretrain": {"lr": "fast"}}, "pretrain.lr must be a number"),
-    ({"pretrain": {"milestones": 8}}, "pretrain.milestones must be a list"),
-    ({"pretrain": {"epochs": True}}, "pretrain.epochs must be an integer"),
+    ({"data": {"n_train": "4k"}}, "data.n_train must be an integer, got '4k'"),
+    ({"data": {"n_train": 4000.5}}, "data.n_train must be an integer"),
+    ({"pretrain": {"lr": "fast"}}, "pretrain.lr must be a number, got 'fast'"),
+    ({"pretrain": {"lr": True}}, "pretrain.lr must be a number"),
+    ({"pretrain": {"milestones": 8}}, "pretrain.milestones must be a list of integers, got 8"),
+    ({"pretrain": {"milestones": [8.5]}}, r"pretrain.milestones\[0\] must be an integer"),
+    ({"pretrain": {"epochs": True}}, "pretrain.epochs must be an integer, got True"),
+    ({"data": {"tinyfaces": {"n_images": False}}}, "data.tinyfaces.n_images must be an integer"),
     ({"pretrain": {"crop_scale": [0.5]}}, "pretrain.crop_scale must be a list of numbers of length 2"),
+    ({"pretrain": {"crop_scale": [0.1, 0.5, 1.0]}}, "pretrain.crop_scale must be a list of numbers of length 2"),
+    ({"pretrain": {"crop_scale": 0.5}}, "pretrain.crop_scale must be a list of numbers of length 2"),
+    ({"data": {"tinyfaces": {"partition": [0.7, 0.3]}}}, "data.tinyfaces.partition must be a list of numbers of length 3"),
+    ({"data": {"tinyfaces": {"smile_amplitude": [1, "x"]}}}, r"data.tinyfaces.smile_amplitude\[1\] must be a number"),
+    ({"data": {"dataset": ["celeba"]}}, "data.dataset must be a string"),
+    ({"data": {"dataset": True}}, "data.dataset must be a string"),
     ({"seeds": [1, "two"]}, r"seeds\[1\] must be an integer"),
+    ({"seeds": 100}, "seeds must be a list of integers"),
     ({"data": 5}, "data must be a mapping"),
+    ({"data": {"tinyfaces": "big"}}, "data.tinyfaces must be a mapping"),
 ])
 def test_wrong_types_are_named(data, key):
     with pytest.raises(AimfairError, match=key):
@@ -49,16 +119,30 @@ def test_wrong_types_are_named(data, key):
 
 
 def test_bad_files(tmp_path):
-    with pytest.raises(AimfairError, match="does not exist"):
+    with pytest.raises(AimfairError, match=r"params file .*absent\.yaml does not exist"):
         load_params(tmp_path / "absent.yaml")
     (tmp_path / "broken.yaml").write_text("data: [unclosed\n")
-    with pytest.raises(AimfairError, match="not valid YAML"):
+    with pytest.raises(AimfairError, match=r"broken\.yaml is not valid YAML"):
         load_params(tmp_path / "broken.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(AimfairError, match=r"^the params file must be a mapping"):
+        load_params(tmp_path / "list.yaml")
 
 
-def test_cli_reports_a_bad_params_file_in_one_line(tmp_path, capsys):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"pretrain": {"lr": "fast"}}))
-    assert main(["data", "--params", str(tmp_path / "params.yaml")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("aimfair: error: pretrain.lr must be a number") and len(err.strip().splitlines()) == 1
-    assert "Traceback" not in err
+@pytest.mark.parametrize("content, message", [
+    (yaml.safe_dump({"pretrain": {"lr": "fast"}}), "pretrain.lr must be a number"),
+    (yaml.safe_dump({"data": {"tinyfaces": {"smile_amp": [1, 2]}}}), "unknown key data.tinyfaces.smile_amp"),
+    ("data: [unclosed\n", "is not valid YAML"),
+    (None, "does not exist"),
+], ids=["wrong-type", "unknown-key", "invalid-yaml", "missing-file"])
+def test_cli_reports_a_bad_params_file_in_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "params.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert main(["data", "--params", str(path)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.startswith("aimfair: error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and captured.out == ""
+    assert not (tmp_path / "work").exists()  # nothing was rendered

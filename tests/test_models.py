@@ -4,23 +4,43 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from aimfair.errors import AimfairError
-from aimfair.models import build_classifier, load_checkpoint, save_checkpoint
+from aimfair.models import build_classifier, imagenet_weights_path, load_checkpoint, read_sidecar, save_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_resnet18_with_one_logit():
     model = build_classifier()
     assert len(list(model.parameters())) == 62  # the paper's 62 parameter tensors
+    assert isinstance(model.fc, nn.Linear) and (model.fc.in_features, model.fc.out_features) == (512, 1)
+    assert sum(p.numel() for p in model.parameters()) == 11_177_025  # ResNet-18 with a 1-logit head
+    model.eval()
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 1)
 
 
 def test_imagenet_weights_are_never_downloaded(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     with pytest.raises(AimfairError, match=r"resnet18-f37072fd\.pth.*pretrained: none") as error:
         build_classifier(pretrained="imagenet")
+    assert str(imagenet_weights_path()) in str(error.value)
     assert str(tmp_path) in str(error.value)
+    assert list(tmp_path.iterdir()) == []  # nothing was fetched or created
 
 
 def test_imagenet_weights_load_from_the_local_cache(tmp_path, monkeypatch):
@@ -28,39 +48,81 @@ def test_imagenet_weights_load_from_the_local_cache(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     reference = models.resnet18(weights=None)
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    assert imagenet_weights_path() == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    imagenet_weights_path().parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), imagenet_weights_path())
     model = build_classifier(pretrained="imagenet")
-    assert torch.equal(model.conv1.weight, reference.conv1.weight)
-    assert model.fc.out_features == 1
+    for name, value in reference.state_dict().items():
+        if not name.startswith("fc."):
+            assert torch.equal(model.state_dict()[name], value), name
+    assert model.fc.out_features == 1  # the 1000-class head is replaced
 
 
-def test_unknown_architecture_or_weights():
-    with pytest.raises(AimfairError, match="unknown architecture"):
-        build_classifier("vit")
-    with pytest.raises(AimfairError, match="pretrained must be one of"):
-        build_classifier(pretrained="laion")
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(arch="vit"), "unknown architecture 'vit'"),
+    (dict(arch="resnet50"), "unknown architecture 'resnet50'"),
+    (dict(pretrained="laion"), "pretrained must be one of"),
+    (dict(pretrained="ImageNet"), "pretrained must be one of"),
+])
+def test_unknown_architecture_or_weights(kwargs, message):
+    with pytest.raises(AimfairError, match=message):
+        build_classifier(**kwargs)
+
+
+def _trained_a_little(seed=0):
+    torch.manual_seed(seed)
+    model = build_classifier()
+    model.train()
+    model(torch.randn(4, 3, 32, 32))  # moves the batch-norm running statistics away from their defaults
+    return model
 
 
 def test_checkpoint_round_trip_with_sidecar(tmp_path):
-    model = build_classifier()
-    save_checkpoint(model, tmp_path / "m.safetensors", {"seed": 7})
+    model = _trained_a_little()
+    save_checkpoint(model, tmp_path / "m.safetensors", {"seed": 7, "stage": "pretrain"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temporary files
+
     sidecar = json.loads((tmp_path / "m.json").read_text())
-    assert sidecar["seed"] == 7 and sidecar["tensors"]["fc.weight"] == [1, 512]
-    other = build_classifier()
-    assert load_checkpoint(other, tmp_path / "m.safetensors")["seed"] == 7
-    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert sidecar["seed"] == 7 and sidecar["stage"] == "pretrain"
+    state = model.state_dict()
+    assert sidecar["tensors"] == {k: list(v.shape) for k, v in state.items()}
+    assert sidecar["tensors"]["fc.weight"] == [1, 512]
+    assert read_sidecar(tmp_path / "m.safetensors") == sidecar
+    assert set(load_file(str(tmp_path / "m.safetensors"))) == set(state)  # plain safetensors
+
+    other = _trained_a_little(seed=1)
+    assert not torch.equal(other.conv1.weight, model.conv1.weight)
+    assert load_checkpoint(other, tmp_path / "m.safetensors") == sidecar
+    assert other.state_dict().keys() == state.keys()
+    for name, value in state.items():
+        assert torch.equal(other.state_dict()[name], value), name
+    model.eval(), other.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), other(x))
 
 
-def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+def test_a_checkpoint_of_another_head_is_refused_and_the_model_is_untouched(tmp_path):
     two_outputs = build_classifier()
     two_outputs.fc = nn.Linear(512, 2)
     save_checkpoint(two_outputs, tmp_path / "two.safetensors", {})
-    with pytest.raises(AimfairError, match=r"does not match the model.*fc\.(weight|bias)"):
-        load_checkpoint(build_classifier(), tmp_path / "two.safetensors")
+    target = build_classifier()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(AimfairError, match=r"two\.safetensors does not match the model.*shape of fc\.(weight|bias)"):
+        load_checkpoint(target, tmp_path / "two.safetensors")
+    for name, value in before.items():
+        assert torch.equal(target.state_dict()[name], value), name
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     save_checkpoint(nn.Sequential(nn.Linear(3, 1)), tmp_path / "tiny.safetensors", {})
-    with pytest.raises(AimfairError, match="missing tensor"):
+    with pytest.raises(AimfairError, match=r"does not match the model \(122 missing tensor\(s\) .*2 unexpected tensor\(s\) e\.g\. 0\.bias"):
         load_checkpoint(build_classifier(), tmp_path / "tiny.safetensors")
-    with pytest.raises(AimfairError, match="does not exist"):
+
+
+def test_missing_checkpoint_or_sidecar(tmp_path):
+    with pytest.raises(AimfairError, match=r"absent\.safetensors does not exist"):
         load_checkpoint(build_classifier(), tmp_path / "absent.safetensors")
+    save_checkpoint(build_classifier(), tmp_path / "m.safetensors", {})
+    (tmp_path / "m.json").unlink()
+    with pytest.raises(AimfairError, match=r"sidecar .*m\.json is missing"):
+        load_checkpoint(build_classifier(), tmp_path / "m.safetensors")

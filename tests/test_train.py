@@ -1,16 +1,18 @@
 """Training: learning, model selection, resuming a killed run, NaN losses, prediction order."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from aimfair import train
 from aimfair.data.loading import ImageSet
 from aimfair.errors import AimfairError
-from aimfair.models import build_classifier
+from aimfair.models import build_classifier, load_checkpoint
 from aimfair.train import TrainConfig, fit, predict_proba
 
 CPU = torch.device("cpu")
@@ -36,22 +38,72 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_one_training_step_changes_the_weights_and_saves_them(tmp_path):
+    torch.manual_seed(0)
+    model = build_classifier()
+    before = _state(model)
+    cfg = replace(CFG, epochs=1, batch_size=32)  # 32 images: exactly one optimiser step
+    history = fit(model, _bright_or_dark(32, 0), _bright_or_dark(8, 1), cfg, tmp_path, CPU, progress=False)
+    assert len(history) == 1
+    after = _state(model)
+    for name, param in model.named_parameters():
+        assert not torch.equal(before[name], after[name]), f"{name} did not move"
+    # the single epoch is the best one: its weights are the checkpoint
+    saved = build_classifier()
+    load_checkpoint(saved, tmp_path / "best.safetensors")
+    for name, value in after.items():
+        assert torch.equal(saved.state_dict()[name], value), name
+
+
 def test_fit_learns_and_keeps_the_best_validation_epoch(tmp_path):
     torch.manual_seed(0)
     model = build_classifier()
     history = fit(model, _bright_or_dark(64, 0), _bright_or_dark(32, 1), CFG, tmp_path, CPU, {"seed": 1},
                   progress=False)
+    assert list(history.columns) == ["epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds"]
     assert list(history["epoch"]) == [1, 2, 3]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert history["val_acc"].max() >= 90
+    # MultiStepLR: lr is multiplied by gamma after the milestone epoch
+    assert np.allclose(history["lr"], [0.01, 0.01, 0.001])
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors", "history.csv"]
     sidecar = json.loads((tmp_path / "best.json").read_text())
     assert sidecar["epoch"] == int(history.loc[history["val_acc"].idxmax(), "epoch"])
     assert sidecar["val_acc"] == history["val_acc"].max() and sidecar["seed"] == 1
-    assert pd.read_csv(tmp_path / "history.csv").shape[0] == 3
-    assert not (tmp_path / "resume.pt").exists()
+    assert sidecar["config"]["lr"] == CFG.lr and sidecar["config"]["epochs"] == 3
+    on_disk = pd.read_csv(tmp_path / "history.csv")
+    assert len(on_disk) == 3 and np.allclose(on_disk["val_acc"], history["val_acc"])
+    assert ((on_disk["train_acc"] >= 0) & (on_disk["train_acc"] <= 100)).all()
 
 
-def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("accuracies, best", [([50.0, 90.0, 70.0], 2), ([80.0, 80.0, 60.0], 1)])
+def test_the_checkpoint_is_the_best_validation_epoch(tmp_path, monkeypatch, accuracies, best):
+    snapshots = []
+
+    def scripted_accuracy(model, images, device):
+        snapshots.append(_state(model))
+        return float(accuracies[len(snapshots) - 1])
+
+    monkeypatch.setattr(train, "accuracy", scripted_accuracy)
+    torch.manual_seed(0)
+    history = fit(build_classifier(), _bright_or_dark(16, 0), _bright_or_dark(4, 1), CFG, tmp_path, CPU,
+                  progress=False)
+    assert history["val_acc"].tolist() == accuracies
+    saved = build_classifier()
+    sidecar = load_checkpoint(saved, tmp_path / "best.safetensors")
+    assert sidecar["epoch"] == best and sidecar["val_acc"] == accuracies[best - 1]
+    # the weights are those of the best epoch (the first of equal ones), not the last
+    for name, value in snapshots[best - 1].items():
+        assert torch.equal(saved.state_dict()[name], value), name
+    assert not torch.equal(saved.conv1.weight, snapshots[-1]["conv1.weight"])
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
     train_set, val_set = _bright_or_dark(48, 0), _bright_or_dark(16, 1)
     calls = {"n": 0}
     real_accuracy = train.accuracy
@@ -66,29 +118,100 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
         fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False)
-    assert (tmp_path / "resume.pt").exists() and len(pd.read_csv(tmp_path / "history.csv")) == 1
+    assert (tmp_path / "resume.pt").exists() and (tmp_path / "best.safetensors").exists()
+    crashed = pd.read_csv(tmp_path / "history.csv")
+    assert crashed["epoch"].tolist() == [1]
     monkeypatch.setattr(train, "accuracy", real_accuracy)
+    capsys.readouterr()
 
     resumed = fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False)
+    assert f"resuming {tmp_path} from epoch 1" in capsys.readouterr().out
     assert list(resumed["epoch"]) == [1, 2, 3]
+    assert resumed["train_loss"].iloc[0] == pytest.approx(crashed["train_loss"].iloc[0])  # epoch 1 was not redone
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 3
+    assert not (tmp_path / "resume.pt").exists()
     # the same run without the crash gives the same curve: the resume state is complete
     torch.manual_seed(0)
     straight = fit(build_classifier(), train_set, val_set, CFG, tmp_path / "straight", CPU, progress=False)
     assert np.allclose(resumed["train_loss"], straight["train_loss"], atol=1e-4)
+    assert np.allclose(resumed["val_acc"], straight["val_acc"])
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_a_resume_state_of_another_config_is_ignored(tmp_path, monkeypatch, capsys):
+    train_set, val_set = _bright_or_dark(32, 0), _bright_or_dark(8, 1)
+    real_accuracy = train.accuracy
+    calls = {"n": 0}
+
+    def crash_in_epoch_two(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real_accuracy(*args)
+
+    monkeypatch.setattr(train, "accuracy", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False)
+    monkeypatch.setattr(train, "accuracy", real_accuracy)
+    capsys.readouterr()
+
+    other = replace(CFG, epochs=2, lr=0.02)
+    history = fit(build_classifier(), train_set, val_set, other, tmp_path, CPU, progress=False)
+    assert "resuming" not in capsys.readouterr().out
+    assert list(history["epoch"]) == [1, 2] and np.allclose(history["lr"], [0.02, 0.02])
+    assert json.loads((tmp_path / "best.json").read_text())["config"]["lr"] == 0.02
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=16, lr=1e12, milestones=[5], input_size=16, seed=1)
-    with pytest.raises(AimfairError, match="learning rate"):
+    with pytest.raises(AimfairError, match=r"loss became nan at epoch 1 .*lower the learning rate \(lr=1000000000000\.0\)"):
         fit(build_classifier(), _bright_or_dark(64, 0), _bright_or_dark(16, 1), cfg, tmp_path, CPU, progress=False)
 
 
-def test_predictions_keep_input_order_and_do_not_depend_on_batch_size(tmp_path):
+class _NanInEpochTwo(nn.Module):
+    """A classifier whose training loss becomes NaN after its first epoch's batches."""
+
+    def __init__(self, batches_per_epoch):
+        super().__init__()
+        self.inner, self.budget = build_classifier(), batches_per_epoch
+
+    def forward(self, x):
+        out = self.inner(x)
+        if self.training:
+            self.budget -= 1
+            if self.budget < 0:
+                return out * float("nan")
+        return out
+
+
+def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
+    model = _NanInEpochTwo(batches_per_epoch=2)
+    cfg = replace(CFG, epochs=3)
+    with pytest.raises(AimfairError, match=r"loss became nan at epoch 2 .*lr=0\.01.*last good checkpoint is kept"):
+        fit(model, _bright_or_dark(32, 0), _bright_or_dark(8, 1), cfg, tmp_path, CPU, progress=False)
+    assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 1
+    assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [1]
+    assert (tmp_path / "resume.pt").exists()
+
+
+def test_predictions_keep_input_order_and_do_not_depend_on_batch_size():
+    torch.manual_seed(0)
     model = build_classifier()
+    model.fc.bias.data.fill_(0.0)
     images = _bright_or_dark(20, 3)
     a = predict_proba(model, images, CPU, batch_size=7)
+    assert a.shape == (20,) and a.dtype == np.float32 and ((a >= 0) & (a <= 1)).all()
+    assert np.unique(a.round(6)).size > 1  # not a constant: the order check below means something
+    assert not model.training  # prediction runs in eval mode (batch-norm running statistics)
     b = predict_proba(model, images, CPU, batch_size=20)
-    assert a.shape == (20,) and ((a >= 0) & (a <= 1)).all()
     assert np.allclose(a, b, atol=1e-5)
     flipped = ImageSet(images.pixels[::-1].copy(), images.y[::-1], images.s[::-1], images.image_ids[::-1])
     assert np.allclose(predict_proba(model, flipped, CPU, batch_size=7), a[::-1], atol=1e-5)
+    # one image alone gets the same probability as in a batch
+    single = ImageSet(images.pixels[5:6], images.y[5:6], images.s[5:6], images.image_ids[5:6])
+    assert predict_proba(model, single, CPU)[0] == pytest.approx(a[5], abs=1e-5)
+
+
+def test_accuracy_is_a_percentage_at_threshold_one_half(monkeypatch):
+    images = _bright_or_dark(4, 0)  # y = 0, 1, 0, 1
+    monkeypatch.setattr(train, "predict_proba", lambda *args, **kwargs: np.array([0.2, 0.5, 0.7, 0.9]))
+    assert train.accuracy(build_classifier(), images, CPU) == 75.0
