@@ -72,21 +72,32 @@ def _load(args: argparse.Namespace):
     return params, paths.repo_root(Path(args.params).resolve().parent)
 
 
+def _add_world(commands: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from aimfair.stages.world import run_world
+
+        params, root = _load(args)
+        print(f"tinyfaces world in {run_world(params, root)}")
+        return 0
+
+    _stage_parser(commands, "world", "render the built-in tinyfaces world").set_defaults(run=run)
+
+
 def _add_data(commands: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
-        from aimfair.pipeline import run_data
+        from aimfair.stages.data import run_data
 
         params, root = _load(args)
         splits = run_data(params, root)
         print(", ".join(f"{name}: {len(frame)} images" for name, frame in splits.items()))
         return 0
 
-    _stage_parser(commands, "data", "stage 00: render tinyfaces if chosen, write the splits").set_defaults(run=run)
+    _stage_parser(commands, "data", "stage 00: write the biased train split, val and test").set_defaults(run=run)
 
 
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
-        from aimfair.pipeline import run_pretrain
+        from aimfair.stages.pretrain import run_pretrain
 
         params, root = _load(args)
         for seed in args.seed or params.seeds:
@@ -101,7 +112,7 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
-        from aimfair.pipeline import run_evaluate, write_evaluation
+        from aimfair.stages.evaluate import run_evaluate, write_evaluation
 
         params, root = _load(args)
         written = write_evaluation(run_evaluate(params, root), params, root)
@@ -138,7 +149,7 @@ def _add_notebook(commands: argparse._SubParsersAction) -> None:
 
 
 # Each entry adds one subcommand; its parser sets `run`, the function that executes it.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_split, _add_data, _add_pretrain,
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_split, _add_world, _add_data, _add_pretrain,
                                                                       _add_evaluate, _add_notebook)
 
 

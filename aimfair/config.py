@@ -1,8 +1,8 @@
-"""params.yaml: read it, check every key and type against the schema below, and hand out typed sections.
+"""params.yaml: read it, check every key, type and value against the schema below, hand out typed sections.
 
-Each pipeline stage reads one section. A key that is not in the schema, or a value of the wrong type, is an
-AimfairError that names the key (`data.n_train must be an integer, got '4k'`), never a silent default.
-Keys left out take the defaults written here.
+Each pipeline stage reads one section. A key that is not in the schema, a value of the wrong type or out of
+range is an AimfairError that names the key (`data.n_train must be an integer, got '4k'`), never a silent
+default. Keys left out take the defaults written here.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,11 @@ from typing import Any
 
 import yaml
 
+from aimfair.data.cache import BAD_IMAGE_POLICIES
+from aimfair.data.splits import DATASETS
 from aimfair.data.tinyfaces import WorldConfig
 from aimfair.errors import AimfairError
+from aimfair.models import ARCHITECTURES, PRETRAINED
 from aimfair.train import TrainConfig
 
 
@@ -37,6 +41,13 @@ class DataParams:
     utkface_val_fraction: float = 0.1
     bad_images: str = "skip"
     tinyfaces: WorldConfig = field(default_factory=WorldConfig)
+
+    def __post_init__(self) -> None:
+        _choice("data.dataset", self.dataset, DATASETS)
+        _choice("data.bad_images", self.bad_images, BAD_IMAGE_POLICIES)
+        _check("data.n_train", self.n_train > 0, "must be positive")
+        _check("data.utkface_test_per_group", self.utkface_test_per_group >= 0, "must be 0 (automatic) or more")
+        _check("data.utkface_val_fraction", 0 <= self.utkface_val_fraction < 1, "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,19 @@ class PretrainParams:
     device: str = "auto"
     threads: int = 0
 
+    def __post_init__(self) -> None:
+        _choice("pretrain.arch", self.arch, ARCHITECTURES)
+        _choice("pretrain.pretrained", self.pretrained, PRETRAINED)
+        _check("pretrain.device", re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+               "must be auto, cpu, mps, cuda or cuda:N")
+        for key in ("input_size", "epochs", "batch_size"):
+            _check(f"pretrain.{key}", getattr(self, key) > 0, "must be positive")
+        _check("pretrain.lr", self.lr > 0, "must be positive")
+        _check("pretrain.threads", self.threads >= 0, "must be 0 (torch's default) or more")
+        _check("pretrain.milestones", self.milestones == sorted(self.milestones), "must be increasing epochs")
+        lo, hi = self.crop_scale
+        _check("pretrain.crop_scale", 0 < lo <= hi <= 1, "must be [low, high] with 0 < low <= high <= 1")
+
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, milestones=list(self.milestones), gamma=self.gamma,
@@ -70,6 +94,10 @@ class EvaluateParams:
     split: str = "test"
     batch_size: int = 256
 
+    def __post_init__(self) -> None:
+        _choice("evaluate.split", self.split, ("val", "test"))
+        _check("evaluate.batch_size", self.batch_size > 0, "must be positive")
+
 
 @dataclass(frozen=True)
 class Params:
@@ -79,6 +107,22 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+    def __post_init__(self) -> None:
+        _check("seeds", len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
+               "must be a non-empty list of distinct integers")
+
+
+def _check(key: str, ok: bool, requirement: str) -> None:
+    if not ok:
+        raise AimfairError(f"{key} {requirement}: fix it in params.yaml")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(value, allowed, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise AimfairError(f"{key} is {value!r}{hint}; choose one of: {', '.join(allowed)}")
 
 
 _NAMES = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
@@ -105,6 +149,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise AimfairError(f"{key} must be {_type_name(tp)}, got {value!r}")
         items = [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
+    if tp is float and isinstance(value, str):
+        try:  # YAML reads 1e-3 (no dot) as a string; accept what Python reads as a number
+            return float(value)
+        except ValueError:
+            pass
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),

@@ -14,6 +14,7 @@ from aimfair.errors import AimfairError
 WORK = Path("work")  # intermediate results (DVC outputs, not in git)
 SPLITS = WORK / "splits"  # train.csv, val.csv, test.csv, split.json
 CACHE = WORK / "cache"  # decode-once image arrays (aimfair.data.cache); safe to delete
+TINYFACES = WORK / "tinyfaces"  # the built-in world, rendered by the world stage
 PRETRAIN = WORK / "pretrain"  # seed_<seed>/best.safetensors, best.json, history.csv
 REPORTS = Path("reports")  # metrics, tables and figures
 FIGURES = REPORTS / "figures"

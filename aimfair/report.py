@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Mapping
 
@@ -110,6 +111,20 @@ def plot_sample_grid(image_dir: str | os.PathLike, frame: pd.DataFrame, labels: 
     return fig
 
 
+def plot_style_pairs(examples: list[tuple[Image.Image, Image.Image, str]]) -> plt.Figure:
+    """Each face in the real "photo" style above its "studio" twin, with the studio render's caption."""
+    fig, axes = plt.subplots(2, len(examples), figsize=(2.1 * len(examples), 5.0), squeeze=False)
+    for col, (photo, studio, text) in enumerate(examples):
+        for row, im in enumerate((photo, studio)):
+            axes[row][col].imshow(im)
+            axes[row][col].axis("off")
+        axes[1][col].set_title(textwrap.fill(text, 24), fontsize=7, y=-0.45)
+    axes[0][0].set_title("photo (real domain)", fontsize=9, loc="left")
+    axes[1][0].text(0, -4, "studio (T2I corpus)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------------------- training and evaluation
 
 
@@ -142,7 +157,7 @@ def plot_group_accuracy(per_seed: pd.DataFrame, labels: Mapping[str, str], title
     ax.axhline(per_seed["ACC"].mean(), ls="--", color="grey", label=f"ACC {per_seed['ACC'].mean():.1f}")
     ax.set_xticks(range(4), [labels[g].replace(", ", "\n") for g in GROUPS], fontsize=8)
     ax.set_ylim(0, 105)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("accuracy (%)")
     ax.set_title(title or f"group accuracy over {len(per_seed)} seed(s)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -3,11 +3,13 @@
 `fit` writes into its output folder, atomically, after every epoch:
   best.safetensors (+ .json)   the weights with the best overall validation accuracy (no group labels)
   history.csv                  loss, train and validation accuracy and learning rate per epoch
-  resume.pt                    model, optimiser and scheduler state, so a killed run picks up where it was
+  resume.pt                    model, optimiser, scheduler and random state, so a killed run picks up where
+                               it was (only with the same config and the same data; removed when done)
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import time
@@ -18,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from aimfair import io
 from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet
@@ -47,6 +49,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def data_fingerprint(*sets: ImageSet) -> str:
+    """A hash of the image ids and labels of `sets`: a resumed run must train on the same data."""
+    digest = hashlib.sha1()
+    for images in sets:
+        digest.update("\n".join(images.image_ids).encode())
+        digest.update(np.ascontiguousarray(images.y).tobytes())
+    return digest.hexdigest()
 
 
 @torch.no_grad()
@@ -81,9 +92,10 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
     best_acc, start_epoch = -1.0, 0
 
     resume_file = out_dir / "resume.pt"
+    run_id = dict(config=asdict(cfg), data=data_fingerprint(train, val))  # what a resumable run must match
     if resume_file.exists():
         state = torch.load(resume_file, map_location="cpu", weights_only=False)
-        if state["config"] == asdict(cfg):
+        if state.get("run_id") == run_id:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -130,6 +142,6 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
             torch.save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(),
                             augment_rng=augment.generator.get_state(), history=history, best_acc=best_acc,
-                            epoch=epoch + 1, config=asdict(cfg)), tmp)
+                            epoch=epoch + 1, run_id=run_id), tmp)
     resume_file.unlink(missing_ok=True)  # finished: the resume state is no longer needed
     return pd.DataFrame(history)

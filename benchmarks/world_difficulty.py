@@ -19,7 +19,10 @@ import tempfile
 from pathlib import Path
 
 from aimfair.config import load_params
-from aimfair.pipeline import run_data, run_evaluate, run_pretrain
+from aimfair.stages.data import run_data
+from aimfair.stages.evaluate import run_evaluate
+from aimfair.stages.pretrain import run_pretrain
+from aimfair.stages.world import run_world
 
 
 def measure(params_file: Path, amplitude: tuple[float, float], seed: int, scratch: Path) -> dict:
@@ -29,7 +32,8 @@ def measure(params_file: Path, amplitude: tuple[float, float], seed: int, scratc
     params = dataclasses.replace(params, seeds=[seed], data=dataclasses.replace(params.data, tinyfaces=world))
     root = scratch / f"amplitude_{amplitude[0]:g}_{amplitude[1]:g}"
     root.mkdir(parents=True)
-    run_data(params, root, progress=False)
+    run_world(params, root, progress=False)
+    run_data(params, root)
     run_pretrain(params, root, seed, progress=False)
     metrics = run_evaluate(params, root, progress=False).per_seed.iloc[0].to_dict()
     shutil.rmtree(root)  # rendered images, cache and checkpoints: not needed any more

@@ -146,3 +146,38 @@ def test_cli_reports_a_bad_params_file_in_one_line(tmp_path, capsys, content, me
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and captured.out == ""
     assert not (tmp_path / "work").exists()  # nothing was rendered
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"data": {"dataset": "celebA"}}, r"data.dataset is 'celebA' \(did you mean celeba\?\)"),
+    ({"data": {"bad_images": "ignore"}}, "data.bad_images is 'ignore'"),
+    ({"data": {"n_train": 0}}, "data.n_train must be positive"),
+    ({"pretrain": {"device": "gpu"}}, "pretrain.device must be auto, cpu, mps, cuda or cuda:N"),
+    ({"pretrain": {"epochs": 0}}, "pretrain.epochs must be positive"),
+    ({"pretrain": {"crop_scale": [1.5, 0.2]}}, "pretrain.crop_scale must be"),
+    ({"pretrain": {"milestones": [8, 4]}}, "pretrain.milestones must be increasing"),
+    ({"pretrain": {"pretrained": "imagenet21k"}}, "pretrain.pretrained is 'imagenet21k'"),
+    ({"evaluate": {"split": "train"}}, "evaluate.split is 'train'"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"seeds": [1, 1]}, "seeds must be a non-empty list of distinct"),
+    ({"data": {"tinyfaces": {"n_images": 3}}}, "data.tinyfaces: n_images must be at least 8"),
+])
+def test_values_out_of_range_are_named(data, message):
+    with pytest.raises(AimfairError, match=message):
+        parse_params(data)
+
+
+def test_numbers_that_yaml_reads_as_text_are_accepted():
+    assert parse_params(yaml.safe_load("pretrain:\n  lr: 1e-3\n")).pretrain.lr == 0.001
+
+
+def test_an_absent_cuda_device_is_a_clear_error(monkeypatch):
+    import torch
+
+    from aimfair.data.loading import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(AimfairError, match="'cuda' is not available here.*device: auto or cpu"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type in ("cpu", "mps")

@@ -89,7 +89,8 @@ def test_images_are_decoded_once_and_a_changed_file_gets_a_new_cache(tmp_path, m
     changed = decoded_images(paths, 8, tmp_path / "cache", progress=False)
     assert changed.pixels[0, 0].min() > 200 and not np.array_equal(changed.pixels[0], first.pixels[0])
     assert np.array_equal(changed.pixels[1:], first.pixels[1:])
-    assert len(list((tmp_path / "cache").glob("*px.npy"))) == 3
+    # the stale 8 px entry of the same images was replaced, the 4 px one kept
+    assert len(list((tmp_path / "cache").glob("*px.npy"))) == 2
 
 
 def _broken_dataset(tmp_path):
@@ -127,7 +128,8 @@ def test_unreadable_images_fail_when_configured(tmp_path):
     _broken_dataset(tmp_path)
     with pytest.raises(AimfairError, match=r"2 unreadable image\(s\), first: .*001\.jpg.*bad_images: skip"):
         load_split(tmp_path / "split.csv", tmp_path / "img", 8, tmp_path / "cache", "fail", progress=False)
-    assert not list((tmp_path / "cache").glob("*.npy"))  # no half-made cache is left behind
+    # the decoded images and the mask are cached anyway: switching to skip does not decode again
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2 and not list((tmp_path / "cache").glob("*.tmp"))
     with pytest.raises(AimfairError, match="bad_images must be one of"):
         load_split(tmp_path / "split.csv", tmp_path / "img", 8, tmp_path / "cache", "ignore", progress=False)
 

@@ -4,13 +4,15 @@ Decoding JPEGs is the slowest part of a PIL-based input pipeline and it is repea
 seed and every stage. Here each image is decoded once, resized so that its shorter side is `size` and
 centre-cropped to `size` x `size` (the test-time transform), and stored in an .npy file of shape
 (N, 3, size, size). Later reads are a memory map: no decoding, shared between processes by the OS page
-cache. The file name is a hash of the image paths, their sizes and modification times, and the
-resolution, so a changed dataset gets a new cache instead of a stale one.
+cache. The file name holds a hash of the image paths and the resolution, and one of the files' sizes and
+modification times and the decoder's source code: a changed dataset or decoder gets a fresh cache, and
+the stale entry for the same images is deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from aimfair import io
 from aimfair.errors import AimfairError
@@ -48,15 +50,21 @@ def decode_image(path: Path, size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def _cache_key(paths: list[Path], size: int) -> str:
-    digest = hashlib.sha1(f"v1|{size}".encode())
+_DECODER_SOURCE = inspect.getsource(decode_image).encode()
+
+
+def _cache_keys(paths: list[Path], size: int) -> tuple[str, str]:
+    """(which images, what they hold): the list of paths, and their sizes, mtimes and the decoder's code."""
+    which = hashlib.sha1(f"{size}\n".encode())
+    what = hashlib.sha1(_DECODER_SOURCE)  # a changed decoder invalidates the cache
     for p in paths:
+        which.update(f"{p.resolve()}\n".encode())
         try:
             st = p.stat()
-            digest.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            what.update(f"{st.st_size}|{st.st_mtime_ns}\n".encode())
         except FileNotFoundError:
-            digest.update(f"{p}|missing\n".encode())
-    return digest.hexdigest()[:20]
+            what.update(b"missing\n")
+    return which.hexdigest()[:12], what.hexdigest()[:12]
 
 
 def decoded_images(paths: list[Path], size: int, cache_dir: str | os.PathLike, bad_images: str = "skip",
@@ -64,20 +72,23 @@ def decoded_images(paths: list[Path], size: int, cache_dir: str | os.PathLike, b
     """The images at `paths` as one memory-mapped uint8 array, decoding them only the first time.
 
     bad_images: "skip" marks unreadable or missing files as not ok and warns with their count;
-    "fail" raises an AimfairError naming the first one.
+    "fail" raises an AimfairError with their count and the first one. Either way every image is tried
+    once, and the result is cached, so switching the policy does not decode again.
     """
     if bad_images not in BAD_IMAGE_POLICIES:
         raise AimfairError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
     if not paths:
         raise AimfairError("no images to decode: the split is empty")
     cache_dir = Path(cache_dir)
-    key = _cache_key(paths, size)
-    pixel_file, ok_file = cache_dir / f"{key}_{size}px.npy", cache_dir / f"{key}_{size}px.ok.npy"
+    which, what = _cache_keys(paths, size)
+    stem = f"{which}_{what}_{size}px"
+    pixel_file, ok_file = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.ok.npy"
 
     if not (pixel_file.exists() and ok_file.exists()):
         cache_dir.mkdir(parents=True, exist_ok=True)
+        for stale in cache_dir.glob(f"{which}_*_{size}px*.npy"):  # the same images before they changed
+            stale.unlink(missing_ok=True)
         ok = np.ones(len(paths), dtype=bool)
-        problems: list[str] = []
         with io.atomic_path(pixel_file) as tmp:
             # np.save would append .npy to a temporary name, so open the memmap on the file itself
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
@@ -85,31 +96,27 @@ def decoded_images(paths: list[Path], size: int, cache_dir: str | os.PathLike, b
             def load(i: int) -> None:
                 try:
                     out[i] = decode_image(paths[i], size)
-                except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+                except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
                     ok[i] = False
-                    problems.append(f"{paths[i]} ({type(e).__name__}: {e})")
 
             with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding
                 list(tqdm(pool.map(load, range(len(paths))), total=len(paths), unit="img",
                           desc=f"decode {len(paths)} images at {size}px (once)", disable=not progress))
             out.flush()
             del out
-            if problems and bad_images == "fail":
-                raise AimfairError(f"{len(problems)} unreadable image(s), first: {sorted(problems)[0]}; "
-                                   "replace the file(s) or set data.bad_images: skip")
-            if not ok.any():
-                raise AimfairError(f"none of the {len(paths)} images could be read, e.g. {problems[0]}; "
-                                   "check data.root")
         with io.atomic_path(ok_file) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, ok)
 
     ok = np.load(ok_file)
+    if not ok.any():
+        raise AimfairError(f"none of the {len(paths)} images could be read, e.g. {paths[0]}: check data.root")
     if not ok.all():
-        bad = [str(paths[i]) for i in np.flatnonzero(~ok)[:3]]
-        if bad_images == "fail":  # the cache was written by an earlier run with bad_images: skip
-            raise AimfairError(f"{int((~ok).sum())} unreadable image(s), first: {bad[0]}; "
+        n_bad, first = int((~ok).sum()), paths[int(np.flatnonzero(~ok)[0])]
+        if bad_images == "fail":
+            raise AimfairError(f"{n_bad} unreadable image(s), first: {first}; "
                                "replace the file(s) or set data.bad_images: skip")
-        warnings.warn(f"skipped {int((~ok).sum())} of {len(ok)} unreadable or missing image(s) "
+        bad = [str(paths[i]) for i in np.flatnonzero(~ok)[:3]]
+        warnings.warn(f"skipped {n_bad} of {len(ok)} unreadable or missing image(s) "
                       f"(data.bad_images: skip), e.g. {', '.join(bad)}", stacklevel=2)
     return DecodedImages(pixels=np.load(pixel_file, mmap_mode="r"), ok=ok)

@@ -147,13 +147,16 @@ def eval_transform(batch: torch.Tensor) -> torch.Tensor:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """"auto" picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise AimfairError(f"device {name!r} is not available here (torch sees {torch.cuda.device_count()} CUDA "
+                           "device(s)): use device: auto or cpu")
+    if device.type == "mps" and not mps:
+        raise AimfairError(f"device {name!r} is not available here: use device: auto or cpu")
+    return device
 
 
 class BatchLoader:

@@ -17,6 +17,7 @@ a seed whatever the number of worker processes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from aimfair import io
 from aimfair.errors import AimfairError
@@ -64,6 +65,21 @@ class WorldConfig:
     smile_amplitude: tuple[float, float] = (17.0, 28.0)  # mouth-corner lift, px on the 128 px canvas
     neutral_amplitude: float = 2.0  # non-smiling mouths curve by at most this much, either way
     teeth_probability: float = 0.0  # an open, toothy smile is much easier to see
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.n_images < 8:
+            problems.append(f"n_images must be at least 8, got {self.n_images}")
+        if self.image_size < 8:
+            problems.append(f"image_size must be at least 8 px, got {self.image_size}")
+        if abs(sum(self.partition) - 1) > 1e-6 or min(self.partition) < 0:
+            problems.append(f"partition must be three shares that sum to 1, got {list(self.partition)}")
+        if not 0 <= self.smile_amplitude[0] <= self.smile_amplitude[1]:
+            problems.append(f"smile_amplitude must be [low, high] with 0 <= low <= high, got {list(self.smile_amplitude)}")
+        probabilities = ("p_male", "p_smile_male", "p_smile_female", "p_young", "teeth_probability")
+        problems += [f"{k} must be a probability in [0, 1]" for k in probabilities if not 0 <= getattr(self, k) <= 1]
+        if problems:
+            raise AimfairError(f"data.tinyfaces: {problems[0]}: fix it in params.yaml")
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -252,6 +268,17 @@ def caption(a: dict[str, float], rng: np.random.Generator) -> str:
     return text + "."
 
 
+def style_examples(n: int, cfg: WorldConfig = WorldConfig(), seed: int = 0) -> list[tuple[Image.Image, Image.Image, str]]:
+    """`n` faces drawn in both styles with a caption each: (photo, studio, caption)."""
+    out = []
+    for i in range(n):
+        a = sample_attributes(_image_rng(seed, i, 0), cfg)
+        out.append((render(a, "photo", cfg.image_size, _image_rng(seed, i, 1)),
+                    render(a, "studio", cfg.image_size, _image_rng(seed, i, 1)),
+                    caption(a, _image_rng(seed, i, 3))))
+    return out
+
+
 # ----------------------------------------------------------------------------- writing a dataset
 
 
@@ -294,11 +321,10 @@ def write_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), worker
     """
     out = Path(out)
     done_marker = out / "world.json"
-    if done_marker.exists() and json.loads(done_marker.read_text()) == json.loads(json.dumps(asdict(cfg))):
+    # the marker records the config and the renderer's code: a change to either renders the world again
+    marker = dict(asdict(cfg), renderer=hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12])
+    if done_marker.exists() and json.loads(done_marker.read_text()) == json.loads(json.dumps(marker)):
         return out
-    if cfg.n_images < 8 or abs(sum(cfg.partition) - 1) > 1e-6:
-        raise AimfairError("tinyfaces needs n_images >= 8 and a partition that sums to 1, "
-                           f"got n_images={cfg.n_images}, partition={cfg.partition}")
     image_dir = out / "img_align_celeba"
     image_dir.mkdir(parents=True, exist_ok=True)
     chunks = [list(range(i, min(i + 250, cfg.n_images))) for i in range(0, cfg.n_images, 250)]
@@ -321,5 +347,5 @@ def write_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), worker
     for name, a in zip(names, rows):
         meta.append(name + "," + ",".join(f"{a[k]:.4f}" for k in NUISANCES + ("mouth_lift", "teeth")))
     io.write_text(out / "tinyfaces_meta.csv", "\n".join(meta) + "\n")
-    io.write_json(done_marker, asdict(cfg))  # written last: marks the world complete
+    io.write_json(done_marker, marker)  # written last: marks the world complete
     return out
