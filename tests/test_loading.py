@@ -15,14 +15,6 @@ from aimfair.errors import AimfairError
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _write_images(folder, n, size=(20, 16)):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -11,14 +11,6 @@ from aimfair.errors import AimfairError
 from aimfair.models import build_classifier, imagenet_weights_path, load_checkpoint, read_sidecar, save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_resnet18_with_one_logit():
     model = build_classifier()
     assert len(list(model.parameters())) == 62  # the paper's 62 parameter tensors

@@ -30,14 +30,6 @@ def _bright_or_dark(n, seed):
 CFG = TrainConfig(epochs=3, batch_size=16, lr=0.01, milestones=[2], input_size=16, crop_scale=(0.8, 1.0), seed=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -103,8 +95,8 @@ def test_the_checkpoint_is_the_best_validation_epoch(tmp_path, monkeypatch, accu
     assert not torch.equal(saved.conv1.weight, snapshots[-1]["conv1.weight"])
 
 
-def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
-    train_set, val_set = _bright_or_dark(48, 0), _bright_or_dark(16, 1)
+def _killed_in_epoch_two(train_set, val_set, out, monkeypatch) -> None:
+    """Run fit with CFG and kill it (as Ctrl-C would) after the first epoch's state was written."""
     calls = {"n": 0}
     real_accuracy = train.accuracy
 
@@ -117,11 +109,16 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train, "accuracy", crash_in_epoch_two)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False)
+        fit(build_classifier(), train_set, val_set, CFG, out, CPU, progress=False)
+    monkeypatch.setattr(train, "accuracy", real_accuracy)
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    train_set, val_set = _bright_or_dark(48, 0), _bright_or_dark(16, 1)
+    _killed_in_epoch_two(train_set, val_set, tmp_path, monkeypatch)
     assert (tmp_path / "resume.pt").exists() and (tmp_path / "best.safetensors").exists()
     crashed = pd.read_csv(tmp_path / "history.csv")
     assert crashed["epoch"].tolist() == [1]
-    monkeypatch.setattr(train, "accuracy", real_accuracy)
     capsys.readouterr()
 
     resumed = fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False)
@@ -139,19 +136,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
 
 def test_a_resume_state_of_another_config_is_ignored(tmp_path, monkeypatch, capsys):
     train_set, val_set = _bright_or_dark(32, 0), _bright_or_dark(8, 1)
-    real_accuracy = train.accuracy
-    calls = {"n": 0}
-
-    def crash_in_epoch_two(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")
-        return real_accuracy(*args)
-
-    monkeypatch.setattr(train, "accuracy", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False)
-    monkeypatch.setattr(train, "accuracy", real_accuracy)
+    _killed_in_epoch_two(train_set, val_set, tmp_path, monkeypatch)
     capsys.readouterr()
 
     other = replace(CFG, epochs=2, lr=0.02)
@@ -159,6 +144,16 @@ def test_a_resume_state_of_another_config_is_ignored(tmp_path, monkeypatch, caps
     assert "resuming" not in capsys.readouterr().out
     assert list(history["epoch"]) == [1, 2] and np.allclose(history["lr"], [0.02, 0.02])
     assert json.loads((tmp_path / "best.json").read_text())["config"]["lr"] == 0.02
+
+
+def test_a_resume_state_of_other_data_is_ignored(tmp_path, monkeypatch, capsys):
+    train_set, val_set = _bright_or_dark(32, 0), _bright_or_dark(8, 1)
+    _killed_in_epoch_two(train_set, val_set, tmp_path, monkeypatch)
+    capsys.readouterr()
+
+    relabelled = ImageSet(train_set.pixels, 1 - train_set.y, train_set.s, train_set.image_ids)  # a new split
+    history = fit(build_classifier(), relabelled, val_set, CFG, tmp_path, CPU, progress=False)
+    assert "resuming" not in capsys.readouterr().out and list(history["epoch"]) == [1, 2, 3]
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
