@@ -7,6 +7,7 @@ default. Keys left out take the defaults written here.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -23,7 +24,7 @@ from aimfair.data.splits import DATASETS
 from aimfair.data.tinyfaces import WorldConfig
 from aimfair.errors import AimfairError
 from aimfair.models import ARCHITECTURES, PRETRAINED
-from aimfair.train import TrainConfig
+from aimfair.train import Optimisation, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -51,20 +52,15 @@ class DataParams:
 
 
 @dataclass(frozen=True)
-class PretrainParams:
-    """Stage 04_pretrain: ERM of the biased classifier on the real training split (one run per seed)."""
+class PretrainParams(Optimisation):
+    """Stage 04_pretrain: ERM of the biased classifier on the real training split (one run per seed).
+
+    The optimisation keys (epochs, lr, input_size, crop_scale, ...) and their defaults, the paper's
+    settings, come from aimfair.train.Optimisation; params.yaml sets smaller ones for the built-in world.
+    """
 
     arch: str = "resnet18"
     pretrained: str = "none"
-    input_size: int = 32
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    milestones: list[int] = field(default_factory=lambda: [8])
-    gamma: float = 0.1
-    crop_scale: tuple[float, float] = (0.6, 1.0)
     device: str = "auto"
     threads: int = 0
 
@@ -82,9 +78,9 @@ class PretrainParams:
         _check("pretrain.crop_scale", 0 < lo <= hi <= 1, "must be [low, high] with 0 < low <= high <= 1")
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-                           weight_decay=self.weight_decay, milestones=list(self.milestones), gamma=self.gamma,
-                           input_size=self.input_size, crop_scale=tuple(self.crop_scale), seed=seed)
+        """The settings of one pre-training run."""
+        settings = {f.name: copy.copy(getattr(self, f.name)) for f in dataclasses.fields(Optimisation)}
+        return TrainConfig(**settings, seed=seed)  # copies: the run owns its milestones list
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from aimfair.errors import AimfairError
 from aimfair.models import save_checkpoint
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation settings; the defaults are the paper's pre-training settings."""
+@dataclass(frozen=True)
+class Optimisation:
+    """How a model is trained; the defaults are the paper's pre-training settings."""
 
     epochs: int = 15
     batch_size: int = 128
@@ -40,7 +40,13 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=lambda: [10])
     gamma: float = 0.1
     input_size: int = 224
-    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's scale range
+
+
+@dataclass(frozen=True)
+class TrainConfig(Optimisation):
+    """One training run: the optimisation settings and the seed."""
+
     seed: int = 100
 
 
