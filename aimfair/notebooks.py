@@ -24,6 +24,8 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     if not notebook.exists():
         raise AimfairError(f"notebook {notebook} does not exist: run from the repository root")
     output.parent.mkdir(parents=True, exist_ok=True)
+    # the kernel inherits this: progress bars refresh every 30 s, as every refresh is a line in the log
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters or {}, log_output=log_output,
                                    progress_bar=False)

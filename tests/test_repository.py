@@ -75,3 +75,4 @@ def test_readme_shows_the_committed_baseline_results():
         row = next(r for r in csv.DictReader(f) if r["method"] == "baseline")
     shown = [f"{float(row[c]):.2f}" for c in ("(0,0)", "(0,1)", "(1,0)", "(1,1)", "ACC", "WST", "EO", "STD")]
     assert " | ".join(shown) in (ROOT / "README.md").read_text(), "README's results table is stale: " + str(shown)
+

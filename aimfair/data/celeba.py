@@ -33,7 +33,7 @@ def read_celeba(root: str | Path) -> pd.DataFrame:
     root = Path(root)
     if not root.is_dir():
         raise AimfairError(
-            f"dataset folder {root} does not exist: put CelebA there (see docs/data.md) or fix data.root"
+            f"dataset folder {root} does not exist: put CelebA there (see docs/data.md) or fix the dataset root (--root, data.root)"
         )
     attr_path = _find_file(root, ATTR_FILES, "attribute")
     part_path = _find_file(root, PARTITION_FILES, "partition")

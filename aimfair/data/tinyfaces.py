@@ -260,8 +260,10 @@ def caption(a: dict[str, float], rng: np.random.Generator) -> str:
     if a["Wearing_Lipstick"] > 0:
         details.append("lipstick")
     rng.shuffle(details)
-    head = rng.choice(["A portrait of a", "Face photo of a", "A", "Studio portrait of a"])
-    text = f"{head} {who} {expr}"
+    head = rng.choice(["A portrait of", "Face photo of", "", "Studio portrait of"])
+    article = "an" if who[0] in "aeiou" else "a"
+    text = f"{head} {article} {who} {expr}".strip()
+    text = text[0].upper() + text[1:]
     if details:
         text += " with " + ", ".join(details[:3]) if not expr.startswith("with") else ", " + ", ".join(
             details[:3])

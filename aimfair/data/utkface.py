@@ -44,7 +44,7 @@ def utkface_image_dir(root: str | Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise AimfairError(
-            f"dataset folder {root} does not exist: put UTKFace there (see docs/data.md) or fix data.root"
+            f"dataset folder {root} does not exist: put UTKFace there (see docs/data.md) or fix the dataset root (--root, data.root)"
         )
     for sub in IMAGE_SUBDIRS:
         folder = root / sub
