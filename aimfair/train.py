@@ -128,7 +128,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += int(((logits >= 0) == y.bool()).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)  # shown at the next refresh
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val_acc = accuracy(model, val, device)
