@@ -95,6 +95,18 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
     _stage_parser(commands, "data", "stage 00: write the biased train split, val and test").set_defaults(run=run)
 
 
+def _add_prompts(commands: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from aimfair.stages.prompts import run_prompts
+
+        params, root = _load(args)
+        result = run_prompts(params, root)
+        print(result.diversity.to_string(index=False))
+        return 0
+
+    _stage_parser(commands, "prompts", "stage 01: contextual prompts per group").set_defaults(run=run)
+
+
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from aimfair.stages.pretrain import run_pretrain
@@ -149,7 +161,7 @@ def _add_notebook(commands: argparse._SubParsersAction) -> None:
 
 
 # Each entry adds one subcommand; its parser sets `run`, the function that executes it.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_split, _add_world, _add_data, _add_pretrain,
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_split, _add_world, _add_data, _add_prompts, _add_pretrain,
                                                                       _add_evaluate, _add_notebook)
 
 

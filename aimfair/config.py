@@ -52,6 +52,22 @@ class DataParams:
 
 
 @dataclass(frozen=True)
+class PromptParams:
+    """Stage 01_prompts: contextual prompts per group for the text-to-image model."""
+
+    backend: str = "grammar"
+    mode: str = "contextual"
+    n_per_group: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # the transformers and openai backends of issue 3 are not built yet
+        _choice("prompts.backend", self.backend, ("grammar",))
+        _choice("prompts.mode", self.mode, ("contextual", "single"))
+        _check("prompts.n_per_group", self.n_per_group > 0, "must be positive")
+
+
+@dataclass(frozen=True)
 class PretrainParams(Optimisation):
     """Stage 04_pretrain: ERM of the biased classifier on the real training split (one run per seed).
 
@@ -101,6 +117,7 @@ class Params:
 
     seeds: list[int] = field(default_factory=lambda: [100, 200, 300])
     data: DataParams = field(default_factory=DataParams)
+    prompts: PromptParams = field(default_factory=PromptParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 

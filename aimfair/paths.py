@@ -15,6 +15,7 @@ WORK = Path("work")  # intermediate results (DVC outputs, not in git)
 SPLITS = WORK / "splits"  # train.csv, val.csv, test.csv, split.json
 CACHE = WORK / "cache"  # decode-once image arrays (aimfair.data.cache); safe to delete
 TINYFACES = WORK / "tinyfaces"  # the built-in world, rendered by the world stage
+PROMPTS = WORK / "prompts"  # prompts.json, rejected.csv, diversity.csv
 PRETRAIN = WORK / "pretrain"  # seed_<seed>/best.safetensors, best.json, history.csv
 REPORTS = Path("reports")  # metrics, tables and figures
 FIGURES = REPORTS / "figures"

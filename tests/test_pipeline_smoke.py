@@ -60,7 +60,10 @@ def test_dvc_repro_runs_every_stage_and_writes_the_report(toy_repo):
     assert not (repo / "data").exists(), "the default pipeline must not need data/"
     _run([sys.executable, "-m", "dvc", "repro"], repo, env)
 
-    for name in ("00_data.ipynb", "04_pretrain_seed1.ipynb", "04_pretrain_seed2.ipynb", "07_evaluate.ipynb"):
+    prompts = json.loads((repo / "work" / "prompts" / "prompts.json").read_text())
+    assert sorted(prompts["groups"]) == ["0_0", "0_1", "1_0", "1_1"]
+    assert all(len(v) == 50 for v in prompts["groups"].values())
+    for name in ("00_data.ipynb", "01_prompts.ipynb", "04_pretrain_seed1.ipynb", "04_pretrain_seed2.ipynb", "07_evaluate.ipynb"):
         nb = json.loads((repo / "outputs" / "notebooks" / name).read_text())
         assert not nb["metadata"]["papermill"]["exception"], name
     for seed in (1, 2):

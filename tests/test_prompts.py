@@ -84,3 +84,33 @@ def test_bad_requests_are_clear_errors(monkeypatch):
     with pytest.raises(AimfairError, match=r"yields only \d+ distinct prompts for group 0_0, 1000 asked"):
         grammar_prompts("tiny", "Young", "Male", 1000)
     assert set(grammar_prompts("tinyfaces", "Smiling", "Male", 1)) == set(GROUPS)
+
+
+def test_the_prompts_stage_writes_valid_prompts_and_their_diversity(tmp_path):
+    import dataclasses
+    import json
+
+    from aimfair.config import parse_params
+    from aimfair.stages.prompts import run_prompts
+
+    params = parse_params({"prompts": {"n_per_group": 20}})
+    result = run_prompts(params, tmp_path)
+    saved = json.loads((tmp_path / "work" / "prompts" / "prompts.json").read_text())
+    assert saved["groups"] == result.prompts and all(len(v) == 20 for v in saved["groups"].values())
+    assert (result.diversity["distinct_words"] > 20).all() and (result.diversity["mean_jaccard_distance"] > 0.3).all()
+    single = run_prompts(dataclasses.replace(params, prompts=dataclasses.replace(params.prompts, mode="single")),
+                         tmp_path)
+    assert all(len(v) == 1 for v in single.prompts.values())
+    assert (single.diversity["mean_jaccard_distance"] == 0).all()
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"backend": "gpt4"}, "prompts.backend is 'gpt4'"),
+    ({"mode": "many"}, "prompts.mode is 'many'"),
+    ({"n_per_group": 0}, "prompts.n_per_group must be positive"),
+])
+def test_prompt_params_are_checked(section, message):
+    from aimfair.config import parse_params
+
+    with pytest.raises(AimfairError, match=message):
+        parse_params({"prompts": section})
