@@ -72,39 +72,41 @@ def _load(args: argparse.Namespace):
     return params, paths.repo_root(Path(args.params).resolve().parent)
 
 
-def _add_world(commands: argparse._SubParsersAction) -> None:
-    def run(args: argparse.Namespace) -> int:
-        from aimfair.stages.world import run_world
+def _stage_command(name: str, help: str, summary: Callable) -> Callable[[argparse._SubParsersAction], None]:
+    """A subcommand that runs one stage: `summary(params, root)` runs it and returns what to print."""
 
-        params, root = _load(args)
-        print(f"tinyfaces world in {run_world(params, root)}")
-        return 0
+    def add(commands: argparse._SubParsersAction) -> None:
+        def run(args: argparse.Namespace) -> int:
+            print(summary(*_load(args)))
+            return 0
 
-    _stage_parser(commands, "world", "render the built-in tinyfaces world").set_defaults(run=run)
+        _stage_parser(commands, name, help).set_defaults(run=run)
 
-
-def _add_data(commands: argparse._SubParsersAction) -> None:
-    def run(args: argparse.Namespace) -> int:
-        from aimfair.stages.data import run_data
-
-        params, root = _load(args)
-        splits = run_data(params, root)
-        print(", ".join(f"{name}: {len(frame)} images" for name, frame in splits.items()))
-        return 0
-
-    _stage_parser(commands, "data", "stage 00: write the biased train split, val and test").set_defaults(run=run)
+    return add
 
 
-def _add_prompts(commands: argparse._SubParsersAction) -> None:
-    def run(args: argparse.Namespace) -> int:
-        from aimfair.stages.prompts import run_prompts
+def _world(params, root) -> str:
+    from aimfair.stages.world import run_world
 
-        params, root = _load(args)
-        result = run_prompts(params, root)
-        print(result.diversity.to_string(index=False))
-        return 0
+    return f"tinyfaces world in {run_world(params, root)}"
 
-    _stage_parser(commands, "prompts", "stage 01: contextual prompts per group").set_defaults(run=run)
+
+def _data(params, root) -> str:
+    from aimfair.stages.data import run_data
+
+    return ", ".join(f"{name}: {len(frame)} images" for name, frame in run_data(params, root).items())
+
+
+def _prompts(params, root) -> str:
+    from aimfair.stages.prompts import run_prompts
+
+    return run_prompts(params, root).diversity.to_string(index=False)
+
+
+def _evaluate(params, root) -> str:
+    from aimfair.stages.evaluate import run_evaluate, write_evaluation
+
+    return write_evaluation(run_evaluate(params, root), params, root)["table_md"].read_text()
 
 
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
@@ -120,18 +122,6 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     parser = _stage_parser(commands, "pretrain", "stage 04: train the biased classifier")
     parser.add_argument("--seed", type=int, action="append", help="seed to train (repeatable; default: params seeds)")
     parser.set_defaults(run=run)
-
-
-def _add_evaluate(commands: argparse._SubParsersAction) -> None:
-    def run(args: argparse.Namespace) -> int:
-        from aimfair.stages.evaluate import run_evaluate, write_evaluation
-
-        params, root = _load(args)
-        written = write_evaluation(run_evaluate(params, root), params, root)
-        print(written["table_md"].read_text())
-        return 0
-
-    _stage_parser(commands, "evaluate", "stage 07: fairness metrics and tables").set_defaults(run=run)
 
 
 def _parameter(text: str) -> tuple[str, object]:
@@ -161,8 +151,15 @@ def _add_notebook(commands: argparse._SubParsersAction) -> None:
 
 
 # Each entry adds one subcommand; its parser sets `run`, the function that executes it.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_split, _add_world, _add_data, _add_prompts, _add_pretrain,
-                                                                      _add_evaluate, _add_notebook)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_split,
+    _stage_command("world", "render the built-in tinyfaces world", _world),
+    _stage_command("data", "stage 00: write the biased train split, val and test", _data),
+    _stage_command("prompts", "stage 01: contextual prompts per group", _prompts),
+    _add_pretrain,
+    _stage_command("evaluate", "stage 07: fairness metrics and tables", _evaluate),
+    _add_notebook,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
