@@ -8,6 +8,7 @@ A user mistake (AimfairError) is printed as one line `aimfair: error: ...` and e
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -58,8 +59,10 @@ def _add_split(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_split)
 
 
-def _stage_parser(commands: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
-    parser = commands.add_parser(name, help=help, description=help + " (the same function as its notebook).")
+def _stage_parser(commands: argparse._SubParsersAction, name: str, help: str,
+                  epilog: str | None = None) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help, epilog=epilog,
+                                 description=help + " (the same function as its notebook).")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     return parser
 
@@ -103,6 +106,12 @@ def _prompts(params, root) -> str:
     return run_prompts(params, root).diversity.to_string(index=False)
 
 
+def _generator(params, root) -> str:
+    from aimfair.stages.generator import run_generator
+
+    return f"built-in generator checkpoint in {run_generator(params, root)}"
+
+
 def _evaluate(params, root) -> str:
     from aimfair.stages.evaluate import run_evaluate, write_evaluation
 
@@ -121,6 +130,32 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
 
     parser = _stage_parser(commands, "pretrain", "stage 04: train the biased classifier")
     parser.add_argument("--seed", type=int, action="append", help="seed to train (repeatable; default: params seeds)")
+    parser.set_defaults(run=run)
+
+
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from aimfair.stages.generate import run_generate
+
+        params, root = _load(args)
+        state = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by `accelerate launch` or torchrun
+            import torch
+            from accelerate import PartialState
+
+            cpu = params.generate.device == "cpu" or not torch.cuda.is_available()
+            state = PartialState(cpu=cpu)  # one GPU per process, or CPU processes talking over gloo
+            if cpu and params.generate.threads == 0:  # share the cores instead of oversubscribing them
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))
+        result = run_generate(params, root, state=state)
+        if state is None or state.is_main_process:
+            print(f"pool complete: {len(result.manifest)} images ({result.generated} generated now by this "
+                  f"process, {result.reused} already there)")
+        return 0
+
+    parser = _stage_parser(commands, "generate", "stage 03: generate the synthetic pool per group",
+                           "Several GPUs: accelerate launch --multi_gpu --num_processes N -m aimfair generate; "
+                           "several CPU processes: torchrun --nproc_per_node N -m aimfair generate")
     parser.set_defaults(run=run)
 
 
@@ -156,6 +191,8 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _stage_command("world", "render the built-in tinyfaces world", _world),
     _stage_command("data", "stage 00: write the biased train split, val and test", _data),
     _stage_command("prompts", "stage 01: contextual prompts per group", _prompts),
+    _stage_command("generator", "stage 02: train the built-in text-to-image model", _generator),
+    _add_generate,
     _add_pretrain,
     _stage_command("evaluate", "stage 07: fairness metrics and tables", _evaluate),
     _add_notebook,

@@ -20,9 +20,10 @@ from typing import Any
 import yaml
 
 from aimfair.data.cache import BAD_IMAGE_POLICIES
-from aimfair.data.splits import DATASETS
+from aimfair.data.splits import DATASETS, parse_bias_degree
 from aimfair.data.tinyfaces import WorldConfig
 from aimfair.errors import AimfairError
+from aimfair.generate.tiny import TinyConfig, TinyTraining
 from aimfair.models import ARCHITECTURES, PRETRAINED
 from aimfair.train import Optimisation, TrainConfig
 
@@ -55,16 +56,144 @@ class DataParams:
 class PromptParams:
     """Stage 01_prompts: contextual prompts per group for the text-to-image model."""
 
-    backend: str = "grammar"
+    backend: str = "grammar"  # grammar | transformers | openai | file
     mode: str = "contextual"
     n_per_group: int = 50
     seed: int = 0
+    # both LLM backends (transformers, openai)
+    template: str = ""  # instruction template file; empty: the packaged aimfair/prompts/templates/<dataset>.txt
+    rounds: int = 5  # questions per group at most, until it has n_per_group valid prompts
+    max_new_tokens: int = 2048
+    temperature: float = 0.9  # 0: greedy, the same answer every round
+    # transformers: a local causal LM
+    model_path: str = ""
+    device: str = "auto"
+    # openai: any OpenAI-compatible chat-completions endpoint
+    url: str = "http://localhost:8000/v1"
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the environment variable holding the key
+    timeout_s: float = 120.0
+    retries: int = 4
+    backoff_s: float = 2.0
+    # file: prompts written by hand, {"0_0": [...], ...} in JSON or YAML
+    file: str = ""
 
     def __post_init__(self) -> None:
-        # the transformers and openai backends of issue 3 are not built yet
-        _choice("prompts.backend", self.backend, ("grammar",))
+        _choice("prompts.backend", self.backend, ("grammar", "transformers", "openai", "file"))
         _choice("prompts.mode", self.mode, ("contextual", "single"))
         _check("prompts.n_per_group", self.n_per_group > 0, "must be positive")
+        for key in ("rounds", "max_new_tokens", "timeout_s"):
+            _check(f"prompts.{key}", getattr(self, key) > 0, "must be positive")
+        _check("prompts.temperature", self.temperature >= 0, "must be 0 (greedy) or more")
+        _check("prompts.retries", self.retries >= 0, "must be 0 or more")
+        _check("prompts.backoff_s", self.backoff_s >= 0, "must be 0 or more seconds")
+        _check("prompts.device", re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+               "must be auto, cpu, mps, cuda or cuda:N")
+        _check("prompts.api_key_env", re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None,
+               "must be the NAME of an environment variable holding the key (never the key itself)")
+        # each backend's own required key, checked only when that backend is chosen
+        _check("prompts.model_path", self.backend != "transformers" or bool(self.model_path),
+               "must name a local model folder when prompts.backend is transformers")
+        _check("prompts.url", self.backend != "openai" or self.url.startswith(("http://", "https://")),
+               "must be the endpoint's base URL, e.g. http://localhost:8000/v1, when prompts.backend is openai")
+        _check("prompts.model", self.backend != "openai" or bool(self.model),
+               "must name the served model when prompts.backend is openai")
+        _check("prompts.file", self.backend != "file" or bool(self.file),
+               "must name a prompts file (JSON or YAML) when prompts.backend is file")
+
+
+@dataclass(frozen=True)
+class GeneratorParams(TinyTraining):
+    """Stage generator: training the built-in text-to-image model on the world's studio renders.
+
+    The training keys and their defaults come from aimfair.generate.tiny.TinyTraining.
+    """
+
+    resolution: int = 32
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check("generator.resolution", self.resolution >= 16 and self.resolution % 4 == 0,
+               "must be a multiple of 4 of at least 16 px (the UNet halves it twice)")
+        for key in ("corpus_size", "steps", "batch_size"):
+            _check(f"generator.{key}", getattr(self, key) > 0, "must be positive")
+        _check("generator.batch_size", self.batch_size <= self.corpus_size, "must not exceed corpus_size")
+        _check("generator.lr", self.lr > 0, "must be positive")
+        _check("generator.warmup", 0 <= self.warmup < self.steps, "must be in [0, steps)")
+        _check("generator.ema_decay", 0 <= self.ema_decay < 1, "must be in [0, 1)")
+        _check("generator.cond_dropout", 0 < self.cond_dropout < 1,
+               "must be in (0, 1): guidance needs some training without the caption")
+        _check("generator.threads", self.threads >= 0, "must be 0 (torch's default) or more")
+
+    def model_config(self) -> TinyConfig:
+        return TinyConfig(resolution=self.resolution)
+
+    def training(self) -> TinyTraining:
+        return TinyTraining(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TinyTraining)})
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """The synthetic sets drawn from the generated pool (PAPER.md: D_S2 balanced, D_S1 biased like D_R).
+
+    The pool holds, per group, as many images as the larger of the two sets draws from that group.
+    """
+
+    balanced_per_group: int = 500  # D_S2: images per group (paper: 5,000)
+    biased_size: int = 1000  # D_S1: images in all (paper: 20,000 = 1,000 / 9,000 / 9,000 / 1,000)
+    biased_skew: str = ""  # minority:majority ratio of D_S1, e.g. "1/9"; empty = data.bias_degree
+
+    def __post_init__(self) -> None:
+        _check("synthetic.balanced_per_group", self.balanced_per_group > 0, "must be positive")
+        _check("synthetic.biased_size", self.biased_size >= 4, "must be at least 4 (one image per group)")
+        if self.biased_skew:
+            try:
+                parse_bias_degree(self.biased_skew)
+            except AimfairError as e:
+                raise AimfairError(f"synthetic.biased_skew: {e}: fix it in params.yaml") from None
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """Stage 03_generate: the synthetic pool per group, from the prompts, with the chosen model."""
+
+    model: str = "builtin"  # builtin | a local Stable Diffusion folder | a model id in the local HF cache
+    revision: str = ""  # Stable Diffusion: pinned revision of a cached model id
+    preset: str = "paper"  # Stable Diffusion: paper | fast
+    steps: int = 0  # 0: the model's default (built-in: 25 DDIM steps; SD: the preset's)
+    guidance: float = 0.0  # 0: the model's default (built-in: 3; SD: 9, as the authors)
+    resolution: int = 0  # 0: the model's default (built-in: its training size; SD: 224 as the authors)
+    precision: str = "auto"  # built-in model: auto (bfloat16 where the hardware has it) | float32 | bfloat16
+    batch_size: int = 100
+    seed: int = 0  # the pool's base seed; every image's seed is hashed from it
+    device: str = "auto"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check("generate.model", bool(self.model), "must be builtin or a model folder or id")
+        _choice("generate.preset", self.preset, ("paper", "fast"))
+        _choice("generate.precision", self.precision, ("auto", "float32", "bfloat16"))
+        for key in ("steps", "resolution", "threads"):
+            _check(f"generate.{key}", getattr(self, key) >= 0, "must be 0 (the default) or more")
+        _check("generate.guidance", self.guidance == 0 or self.guidance >= 1,
+               "must be 0 (the default) or at least 1 (1 = no guidance)")
+        _check("generate.batch_size", self.batch_size > 0, "must be positive")
+        _check("generate.device", re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+               "must be auto, cpu, mps, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class FidelityParams:
+    """Stage 03_generate: the prompt-fidelity check by attribute oracles trained on real images."""
+
+    per_group: int = 1400  # real training images per group for the oracle (balanced)
+    epochs: int = 12
+    seed: int = 0
+    filter: bool = False  # leave images the oracles read as another group out of the synthetic sets
+
+    def __post_init__(self) -> None:
+        _check("fidelity.per_group", self.per_group >= 20, "must be at least 20")
+        _check("fidelity.epochs", self.epochs > 0, "must be positive")
 
 
 @dataclass(frozen=True)
@@ -118,6 +247,10 @@ class Params:
     seeds: list[int] = field(default_factory=lambda: [100, 200, 300])
     data: DataParams = field(default_factory=DataParams)
     prompts: PromptParams = field(default_factory=PromptParams)
+    generator: GeneratorParams = field(default_factory=GeneratorParams)
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+    generate: GenerateParams = field(default_factory=GenerateParams)
+    fidelity: FidelityParams = field(default_factory=FidelityParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 

@@ -25,8 +25,8 @@ def imagenet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def build_classifier(arch: str = "resnet18", pretrained: str = "none") -> nn.Module:
-    """ResNet-18 whose final layer is Linear(512, 1): one logit for the binary target.
+def build_classifier(arch: str = "resnet18", pretrained: str = "none", outputs: int = 1) -> nn.Module:
+    """ResNet-18 whose final layer is Linear(512, outputs): one logit for the binary target by default.
 
     pretrained="imagenet" loads the weights from the local torch cache and never downloads them.
     """
@@ -42,7 +42,7 @@ def build_classifier(arch: str = "resnet18", pretrained: str = "none") -> nn.Mod
                 f"ImageNet weights for resnet18 not found at {path}: copy resnet18-f37072fd.pth there "
                 "(or point TORCH_HOME at a folder that has hub/checkpoints/ with it), or set pretrained: none")
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    model.fc = nn.Linear(model.fc.in_features, 1)
+    model.fc = nn.Linear(model.fc.in_features, outputs)
     return model
 
 

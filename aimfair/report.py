@@ -183,3 +183,57 @@ def plot_confusion_by_group(predictions: pd.DataFrame, target: str, sensitive: s
     fig.suptitle("confusion by group (all seeds pooled)")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def plot_image_rows(rows: Mapping[str, np.ndarray], title: str = "", captions: Mapping[str, list[str]] | None = None,
+                    scale: float = 1.1) -> plt.Figure:
+    """One row of images per key (uint8 (N, H, W, 3) each), the key as the row's title."""
+    width = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), width, figsize=(scale * width, (scale + 0.35) * len(rows)), squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(width):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c], interpolation="nearest")
+                if captions and c < len(captions.get(name, [])):
+                    ax.set_title(textwrap.fill(captions[name][c], 22), fontsize=5)
+        axes[r][0].text(-0.06, 0.5, textwrap.fill(name, 22), fontsize=7, rotation=90, ha="right", va="center",
+                        transform=axes[r][0].transAxes)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_loss(log: pd.DataFrame, window: int = 50) -> plt.Figure:
+    """The generator's denoising loss per step, with a moving average."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(log["step"], log["loss"], color="0.75", lw=0.6, label="per step")
+    ax.plot(log["step"], log["loss"].rolling(window, min_periods=1).mean(), color="C0", label=f"mean of {window}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("noise-prediction MSE")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_fidelity(per_group: pd.DataFrame, labels: Mapping[str, str], threshold: float = 80.0) -> plt.Figure:
+    """Per group, the % of generated images whose target, protected value and both match the prompt."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.27
+    x = np.arange(len(per_group))
+    for i, (column, colour) in enumerate((("target", "C0"), ("sensitive", "C1"), ("both", "C2"))):
+        bars = ax.bar(x + (i - 1) * width, per_group[column], width, label=column, color=colour)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"{threshold:.0f}%")
+    ax.set_xticks(x, [labels[g].replace(", ", "\n") for g in per_group["group"]], fontsize=7)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("% of images read as their group")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -61,14 +61,19 @@ def token_states(texts: Sequence[str], max_tokens: int, batch_size: int = 256) -
     distinct = list(dict.fromkeys(texts))
     states = torch.zeros(len(distinct), max_tokens, EMBED_DIM)
     masks = torch.zeros(len(distinct), max_tokens, dtype=torch.bool)
-    for start in range(0, len(distinct), batch_size):
-        chunk = distinct[start:start + batch_size]
-        tokens = tokenizer(chunk, padding="max_length", truncation=True, max_length=max_tokens,
+    # encode in order of length, each batch padded only to its longest text: about half the work of
+    # padding everything to max_tokens, and the same states (padding is masked out of attention)
+    lengths = [len(ids) for ids in tokenizer(distinct, truncation=True, max_length=max_tokens)["input_ids"]]
+    order = sorted(range(len(distinct)), key=lambda i: lengths[i])
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        tokens = tokenizer([distinct[i] for i in rows], padding=True, truncation=True, max_length=max_tokens,
                            return_tensors="pt")
         hidden = transformer(**tokens).last_hidden_state
         mask = tokens["attention_mask"].bool()
-        states[start:start + len(chunk)] = hidden * mask[..., None]
-        masks[start:start + len(chunk)] = mask
+        width = mask.shape[1]
+        states[rows, :width] = hidden * mask[..., None]
+        masks[rows, :width] = mask
     index = {t: i for i, t in enumerate(distinct)}
     rows = torch.tensor([index[t] for t in texts], dtype=torch.long)
     return states[rows], masks[rows]

@@ -68,7 +68,7 @@ def data_fingerprint(*sets: ImageSet) -> str:
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: ImageSet, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """P(y = 1) for every image, in order, with the test-time transform."""
+    """P(y = 1) for every image, in order, with the test-time transform ((N, k) for a model with k logits)."""
     model.eval().to(device)
     out = [torch.sigmoid(model(x).squeeze(1)).cpu() for x, _, _ in
            BatchLoader(images, batch_size, device, augment=None, shuffle=False)]
@@ -76,13 +76,17 @@ def predict_proba(model: nn.Module, images: ImageSet, device: torch.device, batc
 
 
 def accuracy(model: nn.Module, images: ImageSet, device: torch.device) -> float:
-    """Overall accuracy in percent at threshold 0.5."""
+    """Overall accuracy in percent at threshold 0.5 (averaged over the labels of a multi-label set)."""
     return float(((predict_proba(model, images, device) >= 0.5) == images.y).mean() * 100)
 
 
 def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_dir: str | os.PathLike,
         device: torch.device, meta: dict | None = None, progress: bool = True) -> pd.DataFrame:
-    """Train `model` with BCE-with-logits; keep the epoch with the best overall validation accuracy."""
+    """Train `model` with BCE-with-logits; keep the epoch with the best overall validation accuracy.
+
+    Labels are `train.y`: one 0/1 label per image, or several per image (shape (N, k), a model with k
+    logits, accuracy averaged over the k labels).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
@@ -127,7 +131,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
             optimizer.step()
             seen += len(y)
             loss_sum += loss.item() * len(y)
-            correct += int(((logits >= 0) == y.bool()).sum())
+            correct += int(((logits >= 0) == y.bool()).sum()) / (y.numel() // len(y))  # per image
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)  # shown at the next refresh
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()

@@ -28,7 +28,8 @@ from aimfair.config import load_params
 def stage_names(params_file: Path) -> list[str]:
     """The default pipeline's stages in dependency order (pretrain runs once per seed)."""
     seeds = load_params(params_file).seeds
-    return ["world", "data", "prompts"] + [f"pretrain@{s}" for s in seeds] + ["evaluate"]
+    return (["world", "data", "prompts", "generator", "generator_samples", "generate"]
+            + [f"pretrain@{s}" for s in seeds] + ["evaluate"])
 
 
 def measure(stage: str) -> dict:
@@ -49,9 +50,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--skip", action="append", default=[], metavar="STAGE",
+                        help="leave a stage out (repeatable), e.g. --skip generator: a fresh clone has it")
     args = parser.parse_args()
     rows = []
-    for stage in stage_names(Path(args.params)):
+    for stage in [s for s in stage_names(Path(args.params)) if s not in args.skip]:
         rows.append(measure(stage))
         print(f"{rows[-1]['stage']:<16} {rows[-1]['seconds']:>7.1f} s  {rows[-1]['peak_rss_mb']:>6d} MB", flush=True)
     total = sum(r["seconds"] for r in rows)

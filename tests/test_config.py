@@ -42,6 +42,8 @@ def test_the_committed_params_file_is_valid_and_read_in_full():
     assert isinstance(params.data.tinyfaces, WorldConfig)
     assert isinstance(params.data.tinyfaces.smile_amplitude, tuple)
     assert params.pretrain.train_config(params.seeds[0]).seed == params.seeds[0]
+    assert params.generator.training().steps == params.generator.steps
+    assert params.generator.model_config().resolution == params.generator.resolution
 
 
 def test_the_pretrain_section_becomes_the_training_config():
@@ -161,6 +163,15 @@ def test_cli_reports_a_bad_params_file_in_one_line(tmp_path, capsys, content, me
     ({"seeds": []}, "seeds must be a non-empty list"),
     ({"seeds": [1, 1]}, "seeds must be a non-empty list of distinct"),
     ({"data": {"tinyfaces": {"n_images": 3}}}, "data.tinyfaces: n_images must be at least 8"),
+    ({"generator": {"resolution": 30}}, "generator.resolution must be a multiple of 4"),
+    ({"generator": {"cond_dropout": 0}}, "generator.cond_dropout must be in"),
+    ({"generator": {"batch_size": 100, "corpus_size": 50}}, "generator.batch_size must not exceed corpus_size"),
+    ({"synthetic": {"biased_skew": "nine"}}, "synthetic.biased_skew: bias degree 'nine' is not a positive"),
+    ({"synthetic": {"balanced_per_group": 0}}, "synthetic.balanced_per_group must be positive"),
+    ({"generate": {"preset": "fastest"}}, r"generate.preset is 'fastest' \(did you mean fast\?\)"),
+    ({"generate": {"guidance": 0.5}}, "generate.guidance must be 0 .* or at least 1"),
+    ({"generate": {"device": "gpu"}}, "generate.device must be auto, cpu"),
+    ({"fidelity": {"per_group": 5}}, "fidelity.per_group must be at least 20"),
 ])
 def test_values_out_of_range_are_named(data, message):
     with pytest.raises(AimfairError, match=message):

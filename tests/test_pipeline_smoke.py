@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -17,6 +18,9 @@ pytestmark = pytest.mark.slow
 TOY = {
     "seeds": [1, 2],
     "data": {"n_train": 80, "tinyfaces": {"n_images": 400, "image_size": 32}},
+    "synthetic": {"balanced_per_group": 6, "biased_size": 20},
+    "generate": {"steps": 3, "batch_size": 16},
+    "fidelity": {"per_group": 20, "epochs": 1},
     "pretrain": {"input_size": 16, "epochs": 2, "milestones": [1], "batch_size": 32, "threads": 1},
 }
 
@@ -55,15 +59,24 @@ def toy_repo(tmp_path_factory) -> tuple[Path, dict]:
     return repo, env
 
 
+def test_a_fresh_clone_has_the_trained_generator_up_to_date(toy_repo):
+    repo, env = toy_repo
+    assert (repo / "models" / "tinyfaces_t2i" / "model.safetensors").exists()  # committed, a few MB
+    status = _run([sys.executable, "-m", "dvc", "status", "generator"], repo, env).stdout
+    assert "up to date" in status, status
+
+
 def test_dvc_repro_runs_every_stage_and_writes_the_report(toy_repo):
     repo, env = toy_repo
     assert not (repo / "data").exists(), "the default pipeline must not need data/"
-    _run([sys.executable, "-m", "dvc", "repro"], repo, env)
+    out = _run([sys.executable, "-m", "dvc", "repro"], repo, env).stdout
+    assert "Running stage 'generator'" not in out  # 13 minutes saved: the checkpoint is committed
 
     prompts = json.loads((repo / "work" / "prompts" / "prompts.json").read_text())
     assert sorted(prompts["groups"]) == ["0_0", "0_1", "1_0", "1_1"]
     assert all(len(v) == 50 for v in prompts["groups"].values())
-    for name in ("00_data.ipynb", "01_prompts.ipynb", "04_pretrain_seed1.ipynb", "04_pretrain_seed2.ipynb", "07_evaluate.ipynb"):
+    for name in ("00_data.ipynb", "01_prompts.ipynb", "02_generator.ipynb", "03_generate.ipynb",
+                 "04_pretrain_seed1.ipynb", "04_pretrain_seed2.ipynb", "07_evaluate.ipynb"):
         nb = json.loads((repo / "outputs" / "notebooks" / name).read_text())
         assert not nb["metadata"]["papermill"]["exception"], name
     for seed in (1, 2):
@@ -81,6 +94,15 @@ def test_dvc_repro_runs_every_stage_and_writes_the_report(toy_repo):
         assert (repo / "reports" / "figures" / figure).stat().st_size > 1000
     split = json.loads((repo / "work" / "splits" / "split.json").read_text())
     assert split["group_counts"]["train"] == {"0_0": 4, "0_1": 36, "1_0": 36, "1_1": 4}
+    # the pool: 6 balanced per group, D_S1 of 20 at 1/9 needs 9 from each majority group
+    manifest = pd.read_csv(repo / "work" / "pool" / "manifest.csv")
+    assert manifest["group"].value_counts().to_dict() == {"0_1": 9, "1_0": 9, "0_0": 6, "1_1": 6}
+    assert all((repo / "work" / "pool" / p).exists() for p in manifest["path"])
+    fidelity = json.loads((repo / "reports" / "fidelity.json").read_text())
+    assert sorted(fidelity["per_group"]) == ["0_0", "0_1", "1_0", "1_1"]
+    for figure in ("generator/samples.png", "generator/single_vs_contextual.png", "generate/pool_samples.png",
+                   "generate/fidelity.png"):
+        assert (repo / "reports" / "figures" / figure).stat().st_size > 1000
 
 
 def test_pipeline_is_up_to_date_afterwards_and_metrics_show(toy_repo):
@@ -89,7 +111,7 @@ def test_pipeline_is_up_to_date_afterwards_and_metrics_show(toy_repo):
     status = _run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], repo, env).stdout
     assert "changed" not in status and "modified" not in status, status
     shown = _run([sys.executable, "-m", "dvc", "metrics", "show"], repo, env).stdout
-    assert "baseline.paper.WST" in shown
+    assert "baseline.paper.WST" in shown and "lowest_both" in shown
 
 
 def test_a_new_seed_reruns_only_that_seed_and_evaluation(toy_repo):

@@ -136,7 +136,21 @@ def make_split(
     if target == sensitive:
         raise AimfairError(f"target and sensitive attribute are both {target!r}: choose two different ones")
     quotas = group_quotas(bias_degree, n_train)  # checks bias degree and n_train before the slow read
+    labelled = labelled_frame(dataset, root, target, sensitive)
+    if dataset == "utkface":
+        return _split_utkface(labelled, quotas, seed, utkface_test_per_group, utkface_val_fraction)
+    partition = labelled.pop("partition")
+    return {
+        "train": biased_train_split(labelled[partition == TRAIN], quotas, order="image_id"),
+        "val": labelled[partition == VAL].reset_index(drop=True),
+        "test": labelled[partition == TEST].reset_index(drop=True),
+    }
 
+
+def labelled_frame(dataset: str, root: str | Path, target: str, sensitive: str) -> pd.DataFrame:
+    """Every image of the dataset with its labels: image_id, y, s (0/1), and CelebA's partition column."""
+    if dataset not in DATASETS:
+        raise AimfairError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     if dataset == "utkface":
         frame = read_utkface(root)
         attributes = list(UTKFACE_ATTRIBUTES)
@@ -150,16 +164,9 @@ def make_split(
         frame[target] = (frame[target] + 1) // 2
         frame[sensitive] = (frame[sensitive] + 1) // 2
     labelled = pd.DataFrame({"image_id": frame["image_id"], "y": frame[target], "s": frame[sensitive]})
-    labelled = labelled.astype({"y": "int64", "s": "int64"})
-
-    if dataset == "utkface":
-        return _split_utkface(labelled, quotas, seed, utkface_test_per_group, utkface_val_fraction)
-    partition = frame["partition"]
-    return {
-        "train": biased_train_split(labelled[partition == TRAIN], quotas, order="image_id"),
-        "val": labelled[partition == VAL].reset_index(drop=True),
-        "test": labelled[partition == TEST].reset_index(drop=True),
-    }
+    if "partition" in frame:
+        labelled["partition"] = frame["partition"]
+    return labelled.astype({"y": "int64", "s": "int64"})
 
 
 def write_split(

@@ -234,40 +234,55 @@ def render(a: dict[str, float], style: str, size: int, rng: np.random.Generator)
 
 # ----------------------------------------------------------------------------- captions
 
-_WHO = {(1, 1): ["young man", "young guy", "man in his twenties"], (1, 0): ["older man", "middle-aged man",
-        "elderly man"], (0, 1): ["young woman", "young lady", "woman in her twenties"],
-        (0, 0): ["older woman", "middle-aged woman", "elderly woman"]}
-_EXPRESSION = {1: ["smiling", "with a smile", "smiling warmly", "with a happy expression"],
-               0: ["not smiling", "with a neutral expression", "with a serious face", "with closed lips"]}
+# Caption words: those the prompts of the tinyfaces setting use (aimfair/prompts/vocabulary.py), so that the
+# text-to-image model has seen every phrase a prompt may hold.
+_NOUN = {1: ["man", "male", "guy", "gentleman"], 0: ["woman", "female", "lady"]}
+_AGE = {1: ["young", "youthful", ""], 0: ["older", "middle-aged", "elderly"]}
+_EXPRESSION = {1: ["smiling", "with a smile", "with a broad smile", "smiling warmly", "with a happy smile"],
+               0: ["not smiling", "with a neutral expression", "with a serious expression",
+                   "with closed lips and no smile", "with a calm, unsmiling face"]}
+_LEADS = ["A portrait of", "Face photo of", "Studio portrait of", "Portrait face photo of", "A close-up portrait of",
+          "Headshot of", "A photo of the face of", ""]
+_BACKGROUND_NAMES = ["blue", "grey", "beige", "green", "red", "white", "purple", "ochre"]  # as BACKGROUNDS
+_LIGHT = ["in flat light", "with soft shading"]
 
 
 def caption(a: dict[str, float], rng: np.random.Generator) -> str:
-    """A varied caption naming the face's target and protected attributes and some nuisances."""
-    who = rng.choice(_WHO[(int(a["Male"]), int(a["Young"]))])
-    expr = rng.choice(_EXPRESSION[int(a["Smiling"])])
+    """A varied caption: always the face's smile and gender, often its age, and some of its details."""
+    male, young = int(a["Male"] > 0), int(a["Young"] > 0)
+    age = rng.choice(_AGE[young])
+    person = " ".join(w for w in (age, rng.choice(_NOUN[male])) if w)
+    expression = rng.choice(_EXPRESSION[int(a["Smiling"] > 0)])
     details = []
     hair = next((h for h in HAIR_COLOURS if a[h] > 0), None)
     if a["Bald"] > 0:
         details.append("bald")
     elif hair:
-        details.append(f"{hair.split('_')[0].lower()} hair")
+        details.append(f"with {hair.split('_')[0].lower()} hair")
     if a["No_Beard"] <= 0:
-        details.append("a beard")
+        details.append("with a beard")
     if a["Eyeglasses"] > 0:
-        details.append("glasses")
+        details.append("wearing glasses")
     if a["Wearing_Hat"] > 0:
-        details.append("a hat")
+        details.append("wearing a hat")
     if a["Wearing_Lipstick"] > 0:
-        details.append("lipstick")
+        details.append("wearing lipstick")
+    colour = _BACKGROUND_NAMES[int(a["background"])]
+    details.append(f"against {'an' if colour[0] in 'aeiou' else 'a'} {colour} background")
+    if abs(a["tilt"]) > 5:
+        details.append("with the head slightly tilted")
+    elif max(abs(a["dx"]), abs(a["dy"])) > 2.5:
+        details.append("slightly off centre")
+    else:
+        details.append("facing the camera")
+    details.append(rng.choice(_LIGHT))
     rng.shuffle(details)
-    head = rng.choice(["A portrait of", "Face photo of", "", "Studio portrait of"])
-    article = "an" if who[0] in "aeiou" else "a"
-    text = f"{head} {article} {who} {expr}".strip()
+    details = details[: int(rng.integers(0, 4))]
+    lead = rng.choice(_LEADS)
+    article = "an" if person[0] in "aeiou" else "a"
+    text = " ".join(w for w in (lead, article, person) if w) + " " + expression
     text = text[0].upper() + text[1:]
-    if details:
-        text += " with " + ", ".join(details[:3]) if not expr.startswith("with") else ", " + ", ".join(
-            details[:3])
-    return text + "."
+    return text + "".join(", " + d for d in details) + "."
 
 
 def style_examples(n: int, cfg: WorldConfig = WorldConfig(), seed: int = 0) -> list[tuple[Image.Image, Image.Image, str]]:
@@ -351,3 +366,39 @@ def write_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), worker
     io.write_text(out / "tinyfaces_meta.csv", "\n".join(meta) + "\n")
     io.write_json(done_marker, marker)  # written last: marks the world complete
     return out
+
+
+# ----------------------------------------------------------------------------- the text-to-image corpus
+
+
+def _studio_chunk(args: tuple[WorldConfig, int, int, list[int]]) -> tuple[np.ndarray, list[str], list[dict]]:
+    cfg, size, seed, indices = args
+    images, captions, rows = [], [], []
+    for i in indices:
+        a = sample_attributes(_image_rng(seed, i, 0), cfg)
+        images.append(np.asarray(render(a, "studio", size, _image_rng(seed, i, 1))))
+        captions.append(caption(a, _image_rng(seed, i, 3)))
+        rows.append(a)
+    return np.stack(images), captions, rows
+
+
+def studio_corpus(n: int, cfg: WorldConfig, size: int, seed: int, workers: int = 2,
+                  progress: bool = True) -> tuple[np.ndarray, list[str], list[dict[str, float]]]:
+    """`n` captioned studio renders for training the built-in text-to-image model, rendered in memory.
+
+    Returns uint8 images (n, size, size, 3), their captions and attributes. The faces follow the world's
+    attribute distribution (no skew between target and protected attribute beyond the world's own), drawn
+    from `seed`, which should differ from the world's seed so that the corpus is not the real photos.
+    """
+    chunks = [list(range(i, min(i + 500, n))) for i in range(0, n, 500)]
+    images, captions, rows = [], [], []
+    bar = tqdm(total=n, desc="render studio corpus", unit="img", disable=not progress)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for chunk_images, chunk_captions, chunk_rows in pool.map(
+                _studio_chunk, [(cfg, size, seed, c) for c in chunks]):
+            images.append(chunk_images)
+            captions += chunk_captions
+            rows += chunk_rows
+            bar.update(len(chunk_rows))
+    bar.close()
+    return np.concatenate(images), captions, rows

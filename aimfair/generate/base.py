@@ -23,6 +23,7 @@ class GeneratorInfo:
     steps: int
     guidance: float
     resolution: int  # side of the square images handed back (after any resizing)
+    precision: str = "float32"  # arithmetic of the sampler: float32, bfloat16 or float16
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,315 @@
+"""The built-in text-to-image model: a small pixel-space diffusion UNet that reads MiniLM token states.
+
+It is what the default pipeline uses instead of Stable Diffusion, which cannot be downloaded or run on a
+laptop: a diffusers `UNet2DConditionModel` (channels 32/64/64, cross-attention at the 8x8 level) trained on
+captioned "studio" renders of the built-in world. The text reaches it through cross-attention over the last
+hidden states of all-MiniLM-L6-v2 (one vector per token); DESIGN.md measured that this follows smile and
+gender far better than one pooled sentence vector. A learned "null" context stands for the empty prompt,
+so sampling can use classifier-free guidance; the sampler is DDIM.
+
+Checkpoints are a safetensors file (weights in float16: a few MB, small enough to commit) plus a JSON
+config, in one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from aimfair import io
+from aimfair.errors import AimfairError
+from aimfair.generate.base import GeneratorInfo, initial_noise
+from aimfair.text import EMBED_DIM, token_states
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Architecture of the built-in model; saved with its weights."""
+
+    resolution: int = 32
+    channels: tuple[int, int, int] = (32, 64, 64)
+    max_tokens: int = 40  # the longest contextual prompts take about 35 MiniLM tokens
+    head_dim: int = 32
+    train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+
+
+@dataclass(frozen=True)
+class TinyTraining:
+    """How the built-in model is trained (params.yaml, section `generator`)."""
+
+    corpus_size: int = 20000
+    corpus_seed: int = 1  # the world's faces use the world seed; the corpus draws other faces
+    steps: int = 1200
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 50
+    ema_decay: float = 0.995
+    cond_dropout: float = 0.1  # share of captions replaced by the null context, for guidance
+    seed: int = 0
+
+
+class TinyT2I(nn.Module):
+    """The UNet and the learned null context (the 'empty prompt' token states)."""
+
+    def __init__(self, config: TinyConfig = TinyConfig()):
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+
+        self.config = config
+        c = config.channels
+        self.unet = UNet2DConditionModel(
+            sample_size=config.resolution, in_channels=3, out_channels=3, block_out_channels=c,
+            layers_per_block=1, norm_num_groups=8, cross_attention_dim=EMBED_DIM,
+            attention_head_dim=config.head_dim,
+            # only the lowest (8x8) level and the middle attend to the text: cheap, and where layout lives
+            down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        )
+        self.null_context = nn.Parameter(torch.zeros(config.max_tokens, EMBED_DIM))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+
+
+def make_scheduler(config: TinyConfig, kind: str = "ddim"):
+    """The noise schedule for training ("ddpm") or sampling ("ddim"), from the model's config."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    cls = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[kind]
+    extra = dict(clip_sample=False, set_alpha_to_one=False) if kind == "ddim" else dict(clip_sample=False)
+    return cls(num_train_timesteps=config.train_timesteps, beta_schedule=config.beta_schedule,
+               prediction_type="epsilon", **extra)
+
+
+# ----------------------------------------------------------------------------- saving and loading
+
+
+def save_tiny(model: TinyT2I, folder: str | os.PathLike, meta: dict | None = None) -> None:
+    """Write model.safetensors (float16) and config.json into `folder`, each atomically."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    with io.atomic_path(folder / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    io.write_json(folder / CONFIG, dict(model=asdict(model.config), **(meta or {})))
+
+
+def load_tiny(folder: str | os.PathLike) -> tuple[TinyT2I, dict]:
+    """The model (float32, eval mode) and its config file's contents."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    missing = [name for name in (WEIGHTS, CONFIG) if not (folder / name).exists()]
+    if missing:
+        raise AimfairError(f"the built-in generator folder {folder} lacks {', '.join(missing)}: "
+                           "train it with `dvc repro generator` (or `aimfair generator`)")
+    meta = json.loads((folder / CONFIG).read_text())
+    known = {f.name for f in fields(TinyConfig)}
+    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items() if k in known}
+    model = TinyT2I(TinyConfig(**arch))
+    state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS)).items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise AimfairError(f"{folder / WEIGHTS} does not match its config.json ({str(e).splitlines()[0]}): "
+                           "retrain it with `dvc repro -f generator`") from None
+    return model.eval(), meta
+
+
+def checkpoint_hash(folder: str | os.PathLike) -> str:
+    """A short hash of the weights file: the 'revision' recorded in the pool's manifest."""
+    return hashlib.sha256((Path(folder) / WEIGHTS).read_bytes()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _lr_at(step: int, training: TinyTraining) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak."""
+    if step < training.warmup:
+        return training.lr * (step + 1) / training.warmup
+    progress = (step - training.warmup) / max(1, training.steps - training.warmup)
+    return training.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def to_unit_range(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def train_tiny(images: np.ndarray, captions: Sequence[str], config: TinyConfig, training: TinyTraining,
+               resume_file: str | os.PathLike | None = None, log: Callable[[dict], None] | None = None,
+               progress: bool = True, save_every: int = 100) -> TinyT2I:
+    """Train the model on captioned images (uint8, at config.resolution); returns the EMA weights.
+
+    Each step's batch, noise and timesteps come from generators seeded by (seed, step), so a run resumed
+    from `resume_file` (written every `save_every` steps) continues exactly as an uninterrupted one would.
+    """
+    from tqdm import tqdm
+
+    if images.shape[1:3] != (config.resolution, config.resolution):
+        raise AimfairError(f"corpus images are {images.shape[1]} px but the model is built for "
+                           f"{config.resolution} px: render the corpus at generator.resolution")
+    torch.manual_seed(training.seed)
+    model = TinyT2I(config)
+    ema = TinyT2I(config)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=1e-4)
+    scheduler = make_scheduler(config, "ddpm")
+    alphas = scheduler.alphas_cumprod
+
+    states, masks = token_states(captions, config.max_tokens)  # each distinct caption encoded once
+    states = states.half()  # 20k captions x 40 tokens x 384: half the memory; batches go back to float32
+    pixels = to_unit_range(images)
+    corpus = hashlib.sha1(images.tobytes() + "\n".join(captions).encode()).hexdigest()
+    key = json.dumps([asdict(config), asdict(training), corpus])  # a resume file of another run is ignored
+    start = 0
+    if resume_file and Path(resume_file).exists():
+        saved = torch.load(resume_file, weights_only=False)
+        if saved.get("key") == key:
+            model.load_state_dict(saved["model"])
+            ema.load_state_dict(saved["ema"])
+            optimiser.load_state_dict(saved["optimiser"])
+            start = saved["step"]
+
+    model.train()
+    bar = tqdm(range(start, training.steps), desc="train generator", unit="step", disable=not progress,
+               initial=start, total=training.steps)
+    for step in bar:
+        rng = np.random.default_rng([training.seed, step])
+        idx = torch.from_numpy(rng.choice(len(pixels), training.batch_size, replace=False))
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        x0 = pixels[idx]
+        context, mask = states[idx].float(), masks[idx]
+        drop = torch.rand(len(idx), generator=gen) < training.cond_dropout
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, config.train_timesteps, (len(idx),), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        # dropped rows read the null context as a parameter so that it learns
+        context = torch.where(drop.view(-1, 1, 1), model.null_context.expand_as(context), context)
+        mask = mask | drop.view(-1, 1)
+        for group in optimiser.param_groups:
+            group["lr"] = _lr_at(step, training)
+        loss = nn.functional.mse_loss(model(noisy, t, context, mask), noise)
+        if not torch.isfinite(loss):
+            raise AimfairError(f"the generator's loss became {loss.item()} at step {step}: lower generator.lr")
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        decay = min(training.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.lerp_(p, 1 - decay)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if log:
+            log(dict(step=step + 1, loss=loss.item(), lr=_lr_at(step, training)))
+        if resume_file and (step + 1) % save_every == 0 and step + 1 < training.steps:
+            with io.atomic_path(resume_file) as tmp:
+                torch.save(dict(key=key, step=step + 1, model=model.state_dict(), ema=ema.state_dict(),
+                                optimiser=optimiser.state_dict()), tmp)
+    if resume_file and Path(resume_file).exists():
+        Path(resume_file).unlink()
+    return ema.eval()
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class TinyGenerator:
+    """The built-in model ready to sample: DDIM with classifier-free guidance (Generator interface)."""
+
+    model: TinyT2I
+    info: GeneratorInfo
+    batch_size: int = 100
+    batched_guidance: bool = True  # one UNet pass over [conditional; unconditional] instead of two
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def _unet(self, x, t, context, mask):
+        # bfloat16 autocast: 1.8x faster on CPUs with AMX / AVX512-BF16 (and on GPUs); float32 otherwise
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.info.precision == "bfloat16"):
+            return self.model(x, t, context, mask).float()
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        """uint8 images (N, R, R, 3); image i depends only on prompts[i] and seeds[i]."""
+        if len(prompts) != len(seeds):
+            raise ValueError("one seed per prompt")
+        out = []
+        for start in range(0, len(prompts), self.batch_size):
+            out.append(self._batch(prompts[start:start + self.batch_size], seeds[start:start + self.batch_size]))
+        size = self.info.resolution
+        return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+    def _batch(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        cfg, n = self.model.config, len(prompts)
+        context, mask = token_states(prompts, cfg.max_tokens)
+        context, mask = context.to(self.device), mask.to(self.device)
+        null = self.model.null_context.expand(n, -1, -1)
+        full = torch.ones_like(mask)
+        x = initial_noise(seeds, (3, cfg.resolution, cfg.resolution), device=self.device)
+        scheduler = make_scheduler(cfg, "ddim")
+        scheduler.set_timesteps(self.info.steps)
+        w = self.info.guidance
+        for t in scheduler.timesteps:
+            if w == 1:
+                eps = self._unet(x, t, context, mask)
+            elif self.batched_guidance:
+                both = self._unet(torch.cat([x, x]), t, torch.cat([context, null]), torch.cat([mask, full]))
+                cond, uncond = both.chunk(2)
+                eps = uncond + w * (cond - uncond)
+            else:
+                cond, uncond = self._unet(x, t, context, mask), self._unet(x, t, null, full)
+                eps = uncond + w * (cond - uncond)
+            x = scheduler.step(eps, t, x).prev_sample
+        pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto": bfloat16 where the hardware computes it natively (CUDA with bf16, CPUs with AMX or
+    AVX512-BF16), else float32. Explicit "float32" or "bfloat16" are taken as given."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+def load_tiny_generator(folder: str | os.PathLike, steps: int = 25, guidance: float = 3.0,
+                        batch_size: int = 100, batched_guidance: bool = True,
+                        device: str | torch.device = "cpu", resolution: int | None = None,
+                        precision: str = "float32") -> TinyGenerator:
+    """The built-in model from its checkpoint folder, wrapped for sampling."""
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise AimfairError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
+    if steps < 1:
+        raise AimfairError(f"the sampler needs at least one step, got {steps}")
+    model, meta = load_tiny(folder)
+    native = model.config.resolution
+    if resolution not in (None, native):
+        raise AimfairError(f"the built-in generator makes {native} px images only, {resolution} px asked: "
+                           f"set generate.resolution to {native} (or retrain with generator.resolution)")
+    device = torch.device(device)
+    info = GeneratorInfo(model="builtin", revision=checkpoint_hash(folder), sampler="ddim", steps=steps,
+                         guidance=guidance, resolution=native, precision=resolve_precision(precision, device))
+    return TinyGenerator(model.to(device), info, batch_size, batched_guidance, device)

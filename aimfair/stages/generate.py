@@ -1,0 +1,59 @@
+"""Stage 03_generate: the synthetic pool per group, from the prompts, with the built-in model or SD.
+
+Several GPUs (or CPU processes) share the work when the command runs under accelerate:
+`accelerate launch -m aimfair generate` (see aimfair.generate.run for why the pool does not depend on it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aimfair import paths
+from aimfair.config import Params
+from aimfair.errors import AimfairError
+from aimfair.generate.base import Generator
+from aimfair.generate.run import PoolRun, generate_pool, plan_jobs, pool_sizes
+from aimfair.stages.common import setup_torch
+
+BUILTIN_STEPS, BUILTIN_GUIDANCE = 25, 3.0  # DESIGN.md: DDIM 25 with guidance 3 follows the prompt
+
+
+def read_prompts(root: Path) -> dict[str, list[str]]:
+    """The prompts per group written by the prompts stage."""
+    path = root / paths.PROMPTS / "prompts.json"
+    if not path.exists():
+        raise AimfairError(f"{path} does not exist: run the prompts stage first (dvc repro prompts)")
+    return json.loads(path.read_text())["groups"]
+
+
+def pool_plan(params: Params) -> dict[str, int]:
+    """Images per group in the pool, from the sizes of the synthetic sets (params section synthetic)."""
+    s = params.synthetic
+    return pool_sizes(s.balanced_per_group, s.biased_size, s.biased_skew or params.data.bias_degree)
+
+
+def build_generator(params: Params, root: Path, device=None) -> Generator:
+    """The text-to-image model named by generate.model, with its sampler settings."""
+    g = params.generate
+    device = device if device is not None else setup_torch(g.threads, g.device)
+    if g.model == "builtin":
+        from aimfair.generate.tiny import load_tiny_generator
+
+        return load_tiny_generator(root / paths.GENERATOR, steps=g.steps or BUILTIN_STEPS,
+                                   guidance=g.guidance or BUILTIN_GUIDANCE, batch_size=g.batch_size,
+                                   device=device, resolution=g.resolution or None, precision=g.precision)
+    from aimfair.generate.sd import load_stable_diffusion
+
+    # SD runs its preset's GPU batch (8 or 32) inside each of the runner's batches of generate.batch_size
+    return load_stable_diffusion(g.model, revision=g.revision or None, preset=g.preset, device=str(device),
+                                 resolution=g.resolution or None, steps=g.steps or None,
+                                 guidance=g.guidance or None)
+
+
+def run_generate(params: Params, root: Path, progress: bool = True, state=None) -> PoolRun:
+    """Generate (or complete) work/pool; `state` is an accelerate PartialState for multi-process runs."""
+    device = state.device if state is not None and state.num_processes > 1 else None
+    generator = build_generator(params, root, device)
+    jobs = plan_jobs(read_prompts(root), pool_plan(params), params.generate.seed)
+    return generate_pool(generator, jobs, root / paths.POOL, params.generate.batch_size, progress, state)

@@ -1,0 +1,56 @@
+"""The synthetic sets drawn from the pool (PAPER.md): D_S2 balanced over the groups, D_S1 skewed like D_R.
+
+Both come from the same pool. Each takes the first images of every group in manifest order, which cycles
+through the group's prompts, so every prompt is used about equally. With the fidelity filter on, images the
+oracles read as another group are left out first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from aimfair import paths
+from aimfair.config import Params
+from aimfair.data.splits import group_quotas
+from aimfair.errors import AimfairError
+from aimfair.fidelity import FIDELITY
+from aimfair.generate.run import read_manifest
+from aimfair.groups import GROUPS
+
+
+def usable_pool(params: Params, root: Path) -> pd.DataFrame:
+    """The pool's manifest, without the images the fidelity oracles misread when fidelity.filter is on."""
+    manifest = read_manifest(root / paths.POOL)
+    if not params.fidelity.filter:
+        return manifest
+    scores_file = root / FIDELITY / "scores.csv"
+    if not scores_file.exists():
+        raise AimfairError(f"fidelity.filter is on but {scores_file} does not exist: run the generate stage")
+    scores = pd.read_csv(scores_file)
+    faithful = set(scores.loc[scores["ok"], "path"])
+    return manifest[manifest["path"].isin(faithful)].reset_index(drop=True)
+
+
+def draw_sets(pool: pd.DataFrame, balanced_per_group: int, biased_size: int, biased_skew: str) -> dict[str, pd.DataFrame]:
+    """{"balanced": D_S2, "biased": D_S1}: rows of the pool's manifest."""
+    wanted = {"balanced": {g: balanced_per_group for g in GROUPS}, "biased": group_quotas(biased_skew, biased_size)}
+    available = pool["group"].value_counts()
+    sets = {}
+    for name, quota in wanted.items():
+        short = [f"{g} {int(available.get(g, 0))}/{quota[g]}" for g in GROUPS if available.get(g, 0) < quota[g]]
+        if short:
+            raise AimfairError(f"the synthetic pool is too small for the {name} set (available/needed: "
+                               f"{', '.join(short)}): run the generate stage with the current synthetic sizes, "
+                               "turn fidelity.filter off, or lower synthetic.balanced_per_group / biased_size")
+        rank = pool.groupby("group", sort=False).cumcount()
+        sets[name] = pool[rank < pool["group"].map(quota)].reset_index(drop=True)
+    return sets
+
+
+def synthetic_sets(params: Params, root: Path) -> dict[str, pd.DataFrame]:
+    """D_S2 and D_S1 for the settings in params (sections synthetic and fidelity)."""
+    s = params.synthetic
+    return draw_sets(usable_pool(params, root), s.balanced_per_group, s.biased_size,
+                     s.biased_skew or params.data.bias_degree)

@@ -1,0 +1,62 @@
+"""Sharding the pool over processes (as over GPUs): 2 CPU processes give the same pool as one."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from aimfair.generate.tiny import TinyConfig, TinyT2I, save_tiny
+from aimfair.groups import GROUPS
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_root(folder: Path) -> Path:
+    """A minimal pipeline folder: params, prompts and a small random built-in generator."""
+    folder.mkdir()
+    (folder / "dvc.yaml").write_text("stages: {}\n")
+    params = {"synthetic": {"balanced_per_group": 6, "biased_size": 20},
+              "generate": {"batch_size": 4, "steps": 2, "device": "cpu"}}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    torch.manual_seed(0)
+    save_tiny(TinyT2I(TinyConfig(resolution=16, channels=(8, 16, 16), head_dim=8, max_tokens=16)),
+              folder / "models" / "tinyfaces_t2i")
+    (folder / "work" / "prompts").mkdir(parents=True)
+    prompts = {g: [f"portrait {i} of a person of group {g}" for i in range(3)] for g in GROUPS}
+    (folder / "work" / "prompts" / "prompts.json").write_text(json.dumps({"groups": prompts}))
+    return folder
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def pool_files(folder: Path) -> dict[str, bytes]:
+    pool = folder / "work" / "pool"
+    return {p.relative_to(pool).as_posix(): p.read_bytes() for p in sorted(pool.rglob("*")) if p.is_file()}
+
+
+def test_two_processes_make_the_same_pool_as_one(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun (from torch) is needed to start several processes")
+    single = make_root(tmp_path / "single")
+    out = run([sys.executable, "-m", "aimfair", "generate"], single)
+    assert "pool complete: 30 images (30 generated" in out
+
+    sharded = make_root(tmp_path / "sharded")
+    out = run([torchrun, "--nproc_per_node", "2", "-m", "aimfair", "generate"], sharded)
+    assert "pool complete: 30 images" in out and "(30 generated" not in out  # the main process did a share
+
+    files = pool_files(single)
+    assert len(files) == 31 and files == pool_files(sharded)  # 30 PNGs and the manifest, byte for byte

@@ -1,0 +1,44 @@
+"""Drawing D_S2 (balanced) and D_S1 (skewed like the real data) from the pool."""
+
+import pandas as pd
+import pytest
+
+from aimfair.errors import AimfairError
+from aimfair.groups import GROUPS
+from aimfair.synthetic import draw_sets
+
+
+def pool(per_group: dict[str, int]) -> pd.DataFrame:
+    rows = [dict(path=f"{g}/{i:03d}.png", group=g, prompt_index=i % 3) for g in GROUPS for i in range(per_group[g])]
+    return pd.DataFrame(rows)
+
+
+def test_balanced_and_biased_sets_take_the_first_images_of_each_group():
+    sets = draw_sets(pool({"0_0": 10, "0_1": 18, "1_0": 18, "1_1": 10}), 10, 40, "1/9")
+    assert sets["balanced"]["group"].value_counts().to_dict() == {g: 10 for g in GROUPS}
+    assert sets["biased"]["group"].value_counts().to_dict() == {"0_0": 2, "0_1": 18, "1_0": 18, "1_1": 2}
+    first = sets["biased"][sets["biased"]["group"] == "0_0"]["path"].tolist()
+    assert first == ["0_0/000.png", "0_0/001.png"]  # manifest order: prompts used in turn
+
+
+def test_a_pool_too_small_for_a_set_names_the_groups_and_the_fixes():
+    with pytest.raises(AimfairError, match=r"too small for the biased set .*0_1 17/18, 1_0 17/18.*lower"):
+        draw_sets(pool({"0_0": 10, "0_1": 17, "1_0": 17, "1_1": 10}), 10, 40, "1/9")
+
+
+def test_the_fidelity_filter_leaves_misread_images_out_only_when_on(tmp_path):
+    from aimfair import paths
+    from aimfair.config import parse_params
+    from aimfair.fidelity import FIDELITY
+    from aimfair.synthetic import usable_pool
+
+    manifest = pool({g: 4 for g in GROUPS})
+    (tmp_path / paths.POOL).mkdir(parents=True)
+    manifest.to_csv(tmp_path / paths.POOL / "manifest.csv", index=False)
+    with pytest.raises(AimfairError, match="fidelity.filter is on but .*scores.csv does not exist"):
+        usable_pool(parse_params({"fidelity": {"filter": True}}), tmp_path)
+    (tmp_path / FIDELITY).mkdir(parents=True)
+    manifest.assign(ok=[i % 4 != 0 for i in range(16)]).to_csv(tmp_path / FIDELITY / "scores.csv", index=False)
+    assert len(usable_pool(parse_params({}), tmp_path)) == 16
+    kept = usable_pool(parse_params({"fidelity": {"filter": True}}), tmp_path)
+    assert len(kept) == 12 and not kept["path"].str.endswith("000.png").any()
