@@ -48,7 +48,7 @@ def toy_repo(tmp_path_factory) -> tuple[Path, dict]:
                                capture_output=True, text=True, check=True).stdout.split():
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / path, repo / path)  # uncommitted work under test
-    for path in subprocess.run(["git", "diff", "--name-only"], cwd=ROOT, capture_output=True, text=True,
+    for path in subprocess.run(["git", "diff", "HEAD", "--name-only"], cwd=ROOT, capture_output=True, text=True,
                                check=True).stdout.split():
         if (ROOT / path).exists():
             shutil.copy2(ROOT / path, repo / path)
