@@ -35,7 +35,7 @@ import torch
 from aimfair import paths
 from aimfair.config import load_params
 from aimfair.generate.run import plan_jobs
-from aimfair.generate.tiny import load_tiny_generator
+from aimfair.generate.tiny_sampling import load_tiny_generator
 from aimfair.stages.generate import pool_plan, read_prompts
 
 SETTINGS = {

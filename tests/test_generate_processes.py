@@ -34,8 +34,8 @@ def make_root(folder: Path) -> Path:
     return folder
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+def run(cmd: list[str], cwd: Path, extra_env: dict | None = None) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **(extra_env or {}))
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
@@ -46,16 +46,26 @@ def pool_files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(pool).as_posix(): p.read_bytes() for p in sorted(pool.rglob("*")) if p.is_file()}
 
 
-def test_two_processes_make_the_same_pool_as_one(tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    if torchrun is None:
-        pytest.skip("torchrun (from torch) is needed to start several processes")
+LAUNCHERS = {
+    # torchrun starts CPU processes directly; accelerate needs ACCELERATE_USE_CPU to do so on a CPU machine
+    "torchrun": (["torchrun", "--nproc_per_node", "2"], {}),
+    "accelerate": (["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no"], {"ACCELERATE_USE_CPU": "1"}),
+}
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_two_processes_make_the_same_pool_as_one(tmp_path, launcher):
+    command, env = LAUNCHERS[launcher]
+    program = shutil.which(command[0], path=str(Path(sys.executable).parent))
+    if program is None:
+        pytest.skip(f"{command[0]} is needed to start several processes")
     single = make_root(tmp_path / "single")
     out = run([sys.executable, "-m", "aimfair", "generate"], single)
     assert "pool complete: 30 images (30 generated" in out
 
     sharded = make_root(tmp_path / "sharded")
-    out = run([torchrun, "--nproc_per_node", "2", "-m", "aimfair", "generate"], sharded)
+    out = run([program, *command[1:], "-m", "aimfair", "generate"], sharded, env)
     assert "pool complete: 30 images" in out and "(30 generated" not in out  # the main process did a share
 
     files = pool_files(single)

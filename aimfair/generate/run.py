@@ -2,8 +2,9 @@
 
 The pool is a job list: image i of group g uses prompt i mod P (P prompts per group) as its k-th image,
 k = i div P, with a seed hashed from (base seed, group, prompt index, k). Jobs are cut into fixed batches
-in job order, and processes take whole batches, so every image is computed in the same batch with the
-same neighbours however many processes run: the pool is the same for 1 process or 8.
+in job order, and processes take whole batches (accelerate's split_between_processes), so every image
+is computed in the same batch with the same neighbours however many processes run: the pool is the same
+for 1 process or 8.
 
 Each image is a PNG written atomically, carrying its own record (prompt, seed, model, sampler...) in a
 text chunk. A restarted run reads the records and generates only what is missing or stale, so killing a
@@ -183,10 +184,8 @@ def generate_pool(generator: Generator, jobs: Sequence[Job], out: str | os.PathL
     """Generate every job's image into `out`, skipping those already there; write the manifest.
 
     `state` is an accelerate PartialState when several processes share the work (one per GPU, or CPU
-    processes): each takes every n-th batch. Without it the run is single-process.
+    processes): each takes a contiguous share of the batches. Without it the run is single-process.
     """
-    from tqdm import tqdm
-
     out = Path(out)
     info = generator.info
     main = state is None or state.is_main_process
@@ -197,13 +196,27 @@ def generate_pool(generator: Generator, jobs: Sequence[Job], out: str | os.PathL
         if not main:
             done = scan_pool(out, jobs, info)
     todo = [b for b in batches_of(jobs, batch_size) if any(job.path not in done for job in b)]
-    mine = todo if state is None else todo[state.process_index::state.num_processes]
     for group in GROUPS:
         (out / group).mkdir(parents=True, exist_ok=True)
+    if state is None:
+        generated = _generate_batches(generator, todo, done, out, progress)
+    else:
+        with state.split_between_processes(todo) as mine:  # a contiguous share of the batches each
+            generated = _generate_batches(generator, mine, done, out, progress and main)
+        state.wait_for_everyone()
+    manifest = write_manifest(out, jobs, info) if main else None
+    return PoolRun(generated=generated, reused=len(done), manifest=manifest)
 
-    bar = tqdm(total=sum(len(b) for b in mine), desc="generate pool", unit="img", disable=not (progress and main))
+
+def _generate_batches(generator: Generator, batches: Sequence[list[Job]], done: set[str], out: Path,
+                      progress: bool) -> int:
+    """Generate the given batches and write the images not already done; returns how many were written."""
+    from tqdm import tqdm
+
+    info = generator.info
+    bar = tqdm(total=sum(len(b) for b in batches), desc="generate pool", unit="img", disable=not progress)
     generated = 0
-    for batch in mine:
+    for batch in batches:
         # the whole batch is recomputed, so that its images match an uninterrupted run's exactly
         images = generator.generate([job.prompt for job in batch], [job.seed for job in batch])
         expected = (len(batch), info.resolution, info.resolution, 3)
@@ -215,10 +228,7 @@ def generate_pool(generator: Generator, jobs: Sequence[Job], out: str | os.PathL
                 generated += 1
         bar.update(len(batch))
     bar.close()
-    if state is not None:
-        state.wait_for_everyone()
-    manifest = write_manifest(out, jobs, info) if main else None
-    return PoolRun(generated=generated, reused=len(done), manifest=manifest)
+    return generated
 
 
 def read_manifest(out: str | os.PathLike) -> pd.DataFrame:

@@ -8,7 +8,8 @@ gender far better than one pooled sentence vector. A learned "null" context stan
 so sampling can use classifier-free guidance; the sampler is DDIM.
 
 Checkpoints are a safetensors file (weights in float16: a few MB, small enough to commit) plus a JSON
-config, in one folder.
+config, in one folder. Sampling lives in aimfair.generate.tiny_sampling, so that a change to the sampler
+does not make DVC retrain the model (this module is a dependency of the generator stage).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,7 +28,6 @@ from torch import nn
 
 from aimfair import io
 from aimfair.errors import AimfairError
-from aimfair.generate.base import GeneratorInfo, initial_noise
 from aimfair.text import EMBED_DIM, token_states
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -227,89 +227,3 @@ def train_tiny(images: np.ndarray, captions: Sequence[str], config: TinyConfig, 
     if resume_file and Path(resume_file).exists():
         Path(resume_file).unlink()
     return ema.eval()
-
-
-# ----------------------------------------------------------------------------- sampling
-
-
-@dataclass
-class TinyGenerator:
-    """The built-in model ready to sample: DDIM with classifier-free guidance (Generator interface)."""
-
-    model: TinyT2I
-    info: GeneratorInfo
-    batch_size: int = 100
-    batched_guidance: bool = True  # one UNet pass over [conditional; unconditional] instead of two
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    def _unet(self, x, t, context, mask):
-        # bfloat16 autocast: 1.8x faster on CPUs with AMX / AVX512-BF16 (and on GPUs); float32 otherwise
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.info.precision == "bfloat16"):
-            return self.model(x, t, context, mask).float()
-
-    @torch.no_grad()
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-        """uint8 images (N, R, R, 3); image i depends only on prompts[i] and seeds[i]."""
-        if len(prompts) != len(seeds):
-            raise ValueError("one seed per prompt")
-        out = []
-        for start in range(0, len(prompts), self.batch_size):
-            out.append(self._batch(prompts[start:start + self.batch_size], seeds[start:start + self.batch_size]))
-        size = self.info.resolution
-        return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
-
-    def _batch(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-        cfg, n = self.model.config, len(prompts)
-        context, mask = token_states(prompts, cfg.max_tokens)
-        context, mask = context.to(self.device), mask.to(self.device)
-        null = self.model.null_context.expand(n, -1, -1)
-        full = torch.ones_like(mask)
-        x = initial_noise(seeds, (3, cfg.resolution, cfg.resolution), device=self.device)
-        scheduler = make_scheduler(cfg, "ddim")
-        scheduler.set_timesteps(self.info.steps)
-        w = self.info.guidance
-        for t in scheduler.timesteps:
-            if w == 1:
-                eps = self._unet(x, t, context, mask)
-            elif self.batched_guidance:
-                both = self._unet(torch.cat([x, x]), t, torch.cat([context, null]), torch.cat([mask, full]))
-                cond, uncond = both.chunk(2)
-                eps = uncond + w * (cond - uncond)
-            else:
-                cond, uncond = self._unet(x, t, context, mask), self._unet(x, t, null, full)
-                eps = uncond + w * (cond - uncond)
-            x = scheduler.step(eps, t, x).prev_sample
-        pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return pixels.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto": bfloat16 where the hardware computes it natively (CUDA with bf16, CPUs with AMX or
-    AVX512-BF16), else float32. Explicit "float32" or "bfloat16" are taken as given."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "bfloat16"
-    return "float32"
-
-
-def load_tiny_generator(folder: str | os.PathLike, steps: int = 25, guidance: float = 3.0,
-                        batch_size: int = 100, batched_guidance: bool = True,
-                        device: str | torch.device = "cpu", resolution: int | None = None,
-                        precision: str = "float32") -> TinyGenerator:
-    """The built-in model from its checkpoint folder, wrapped for sampling."""
-    if precision not in ("auto", "float32", "bfloat16"):
-        raise AimfairError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
-    if steps < 1:
-        raise AimfairError(f"the sampler needs at least one step, got {steps}")
-    model, meta = load_tiny(folder)
-    native = model.config.resolution
-    if resolution not in (None, native):
-        raise AimfairError(f"the built-in generator makes {native} px images only, {resolution} px asked: "
-                           f"set generate.resolution to {native} (or retrain with generator.resolution)")
-    device = torch.device(device)
-    info = GeneratorInfo(model="builtin", revision=checkpoint_hash(folder), sampler="ddim", steps=steps,
-                         guidance=guidance, resolution=native, precision=resolve_precision(precision, device))
-    return TinyGenerator(model.to(device), info, batch_size, batched_guidance, device)

@@ -38,7 +38,7 @@ def build_generator(params: Params, root: Path, device=None) -> Generator:
     g = params.generate
     device = device if device is not None else setup_torch(g.threads, g.device)
     if g.model == "builtin":
-        from aimfair.generate.tiny import load_tiny_generator
+        from aimfair.generate.tiny_sampling import load_tiny_generator
 
         return load_tiny_generator(root / paths.GENERATOR, steps=g.steps or BUILTIN_STEPS,
                                    guidance=g.guidance or BUILTIN_GUIDANCE, batch_size=g.batch_size,
