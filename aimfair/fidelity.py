@@ -9,6 +9,7 @@ can be trusted for that group; optionally, unfaithful images are left out of the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +19,13 @@ import torch
 
 from aimfair import io, paths
 from aimfair.config import Params
-from aimfair.data.loading import ImageSet
+from aimfair.data.loading import ImageSet, load_split
 from aimfair.data.splits import labelled_frame
 from aimfair.errors import AimfairError
 from aimfair.groups import GROUPS, group_key
 from aimfair.models import build_classifier, load_checkpoint
-from aimfair.stages.common import load_images, setup_torch
-from aimfair.train import TrainConfig, fit, predict_proba
+from aimfair.stages.common import image_dir, load_images, setup_torch
+from aimfair.train import fit, predict_proba
 
 FIDELITY = paths.WORK / "fidelity"  # the oracle's checkpoint, its training list, per-image scores
 REPORT = paths.REPORTS / "fidelity.json"  # per-group fidelity: a DVC metric
@@ -66,9 +67,6 @@ def _both_labels(images: ImageSet) -> ImageSet:
 
 def train_oracle(params: Params, root: Path, progress: bool = True) -> Path:
     """Train (or resume, or reuse) the oracle; returns its checkpoint path."""
-    from aimfair.data.loading import load_split
-    from aimfair.stages.common import image_dir
-
     f, p = params.fidelity, params.pretrain
     device = setup_torch(p.threads, p.device)
     out = root / FIDELITY
@@ -76,9 +74,8 @@ def train_oracle(params: Params, root: Path, progress: bool = True) -> Path:
     train = load_split(out / "oracle_train.csv", image_dir(params, root), p.input_size, root / paths.CACHE,
                        params.data.bad_images, progress=progress)
     val = load_images(params, root, "val", p.input_size, progress)
-    cfg = TrainConfig(input_size=p.input_size, epochs=f.epochs, batch_size=p.batch_size, lr=p.lr,
-                      momentum=p.momentum, weight_decay=p.weight_decay, milestones=[max(1, f.epochs * 2 // 3)],
-                      gamma=p.gamma, crop_scale=p.crop_scale, seed=f.seed)
+    # the classifier settings of section pretrain, with the oracle's own length and learning-rate step
+    cfg = dataclasses.replace(p.train_config(f.seed), epochs=f.epochs, milestones=[max(1, f.epochs * 2 // 3)])
     torch.manual_seed(f.seed)
     model = build_classifier(p.arch, p.pretrained, outputs=2)
     meta = dict(stage="fidelity oracle", arch=p.arch, input_size=p.input_size, outputs=2,

@@ -138,7 +138,7 @@ def scan_pool(out: Path, jobs: Sequence[Job], info: GeneratorInfo) -> set[str]:
         if path.name.startswith(".") and path.name.endswith(".tmp"):
             path.unlink()  # a write that a killed run never finished
             continue
-        if path.parent == out and path.name in (MANIFEST,):
+        if path.parent == out and path.name == MANIFEST:
             continue
         if path.parent == out or path.parent.name not in GROUPS or not _IMAGE_NAME.fullmatch(path.name):
             foreign.append(rel)
