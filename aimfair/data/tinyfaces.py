@@ -204,6 +204,8 @@ def draw_face(a: dict[str, float], style: str) -> Image.Image:
     d.line((cx, cy + ry * 0.02, cx + rx * 0.06, cy + ry * 0.26), fill=nose, width=2)
     # mouth: the target attribute
     lips = (170, 30, 50) if a["Wearing_Lipstick"] > 0 else tuple(int(c * 0.4) for c in skin)
+    if a["No_Beard"] <= 0 and sum(beard) < 300:
+        lips = (215, 135, 125)  # lips show through a dark beard, as in photos; else a frown hides in it
     pts = _mouth_points(cx, cy + ry * 0.52, rx * 0.45, a["mouth_lift"])
     if a["teeth"] > 0:
         upper = _mouth_points(cx, cy + ry * 0.52, rx * 0.45, a["mouth_lift"] * 0.3)
