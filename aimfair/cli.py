@@ -112,6 +112,23 @@ def _generator(params, root) -> str:
     return f"built-in generator checkpoint in {run_generator(params, root)}"
 
 
+def _mask(params, root) -> str:
+    from aimfair.stages.mask import run_mask
+
+    lines = []
+    for seed in params.seeds:
+        result = run_mask(params, root, seed)
+        lines.append(f"seed {seed}: {len(result.mask.tensors)} of {len(result.scores)} tensors selected, "
+                     f"{result.mask.trainable_entries():,} parameters ({result.seconds:.1f} s)")
+    return "\n".join(lines)
+
+
+def _finetune(params, root) -> str:
+    from aimfair.stages.finetune import run_finetune
+
+    return run_finetune(params, root).to_string(index=False)
+
+
 def _evaluate(params, root) -> str:
     from aimfair.stages.evaluate import run_evaluate, write_evaluation
 
@@ -133,30 +150,41 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _add_generate(commands: argparse._SubParsersAction) -> None:
-    def run(args: argparse.Namespace) -> int:
-        from aimfair.stages.generate import run_generate
+def _process_state(params):
+    """An accelerate PartialState when started by `accelerate launch` or torchrun with several processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
 
-        params, root = _load(args)
-        state = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by `accelerate launch` or torchrun
-            import torch
-            from accelerate import PartialState
+    cpu = params.generate.device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)  # one GPU per process, or CPU processes talking over gloo
+    if cpu and params.generate.threads == 0:  # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))
+    return state
 
-            cpu = params.generate.device == "cpu" or not torch.cuda.is_available()
-            state = PartialState(cpu=cpu)  # one GPU per process, or CPU processes talking over gloo
-            if cpu and params.generate.threads == 0:  # share the cores instead of oversubscribing them
-                torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))
-        result = run_generate(params, root, state=state)
-        if state is None or state.is_main_process:
-            print(f"pool complete: {len(result.manifest)} images ({result.generated} generated now by this "
-                  f"process, {result.reused} already there)")
-        return 0
 
-    parser = _stage_parser(commands, "generate", "stage 03: generate the synthetic pool per group",
-                           "Several GPUs: accelerate launch --multi_gpu --num_processes N -m aimfair generate; "
-                           "several CPU processes: torchrun --nproc_per_node N -m aimfair generate")
-    parser.set_defaults(run=run)
+def _add_generation(name: str, help: str, what: str, verb: str, module: str, function: str):
+    """A generation command (pool or repairs) that shards its batches over processes when launched so."""
+
+    def add(commands: argparse._SubParsersAction) -> None:
+        def run(args: argparse.Namespace) -> int:
+            import importlib
+
+            params, root = _load(args)
+            state = _process_state(params)
+            result = getattr(importlib.import_module(module), function)(params, root, state=state)
+            if state is None or state.is_main_process:
+                print(f"{what} complete: {len(result.manifest)} images ({result.generated} {verb} now by this "
+                      f"process, {result.reused} already there)")
+            return 0
+
+        parser = _stage_parser(commands, name, help,
+                               f"Several GPUs: accelerate launch --multi_gpu --num_processes N -m aimfair {name}; "
+                               f"several CPU processes: torchrun --nproc_per_node N -m aimfair {name}")
+        parser.set_defaults(run=run)
+
+    return add
 
 
 def _parameter(text: str) -> tuple[str, object]:
@@ -192,8 +220,13 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _stage_command("data", "stage 00: write the biased train split, val and test", _data),
     _stage_command("prompts", "stage 01: contextual prompts per group", _prompts),
     _stage_command("generator", "stage 02: train the built-in text-to-image model", _generator),
-    _add_generate,
+    _add_generation("generate", "stage 03: generate the synthetic pool per group", "pool", "generated",
+                    "aimfair.stages.generate", "run_generate"),
+    _add_generation("repair", "edit real images to balance the groups (the repairing strategy's data)",
+                    "repaired set", "edited", "aimfair.stages.repair", "run_repair"),
     _add_pretrain,
+    _stage_command("mask", "stage 05: selective mask generation on each seed's biased model", _mask),
+    _stage_command("finetune", "stage 06: train every strategy for every seed", _finetune),
     _stage_command("evaluate", "stage 07: fairness metrics and tables", _evaluate),
     _add_notebook,
 )

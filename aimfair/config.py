@@ -221,11 +221,84 @@ class PretrainParams(Optimisation):
         _check("pretrain.milestones", self.milestones == sorted(self.milestones), "must be increasing epochs")
         lo, hi = self.crop_scale
         _check("pretrain.crop_scale", 0 < lo <= hi <= 1, "must be [low, high] with 0 < low <= high <= 1")
+        _choice("pretrain.precision", self.precision, ("auto", "float32", "bfloat16"))
 
     def train_config(self, seed: int) -> TrainConfig:
         """The settings of one pre-training run."""
         settings = {f.name: copy.copy(getattr(self, f.name)) for f in dataclasses.fields(Optimisation)}
         return TrainConfig(**settings, seed=seed)  # copies: the run owns its milestones list
+
+
+@dataclass(frozen=True)
+class SelectionParams:
+    """Stage 05_mask: selective mask generation (aimfair.selection) on each seed's biased model."""
+
+    top_k: int = 55  # tensors in each of the two top-k sets (paper: 55 of ResNet-18's 62)
+    rule: str = "absolute"  # absolute: mean |g_a - g_b| (the paper) | cosine: 1 - cos(g_a, g_b) (Table 4)
+    granularity: str = "tensor"  # tensor (the paper) | element (an extension: single entries)
+    element_fraction: float = 0.9  # element granularity: the share of entries in each top set
+    bn_mode: str = "train"  # BatchNorm while the gradients are computed: train (as the authors) | eval
+    batch_size: int = 128
+    seed: int = 0  # the order of the images (with BatchNorm in train mode, batches mix the groups)
+
+    def __post_init__(self) -> None:
+        from aimfair.selection import BN_MODES, GRANULARITIES, RULES
+
+        _check("selection.top_k", self.top_k >= 1, "must be at least 1")
+        _choice("selection.rule", self.rule, RULES)
+        _choice("selection.granularity", self.granularity, GRANULARITIES)
+        _choice("selection.bn_mode", self.bn_mode, BN_MODES)
+        _check("selection.element_fraction", 0 < self.element_fraction <= 1, "must be in (0, 1]")
+        _check("selection.batch_size", self.batch_size > 0, "must be positive")
+        _check("selection.rule", not (self.rule == "cosine" and self.granularity == "element"),
+               "cosine works per tensor only (a single entry has no direction)")
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """Stage 06_finetune: the strategies of the paper's Table 3, each run for every seed.
+
+    Runs that start from the biased model use these settings (paper: 10 epochs, lr 0.06); runs that train a
+    new model use section pretrain's. Momentum, weight decay, input size and cropping come from pretrain.
+    """
+
+    strategies: list[str] = field(default_factory=lambda: [
+        "baseline", "synthetic_only", "supplementation", "repairing", "linear_probe", "full_ft", "aimfair"])
+    epochs: int = 10
+    lr: float = 0.06
+    batch_size: int = 128
+    milestones: list[int] = field(default_factory=list)  # MultiStepLR epochs; [] = a constant rate
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        from aimfair.strategies import STRATEGIES
+
+        _check("finetune.strategies", len(self.strategies) > 0 and len(set(self.strategies)) == len(self.strategies),
+               "must be a non-empty list of distinct names")
+        for name in self.strategies:
+            _choice("finetune.strategies", name, tuple(STRATEGIES))
+        for key in ("epochs", "batch_size"):
+            _check(f"finetune.{key}", getattr(self, key) > 0, "must be positive")
+        _check("finetune.lr", self.lr > 0, "must be positive")
+        _check("finetune.milestones", self.milestones == sorted(self.milestones), "must be increasing epochs")
+
+    def train_config(self, pretrain: PretrainParams, seed: int) -> TrainConfig:
+        """The settings of one fine-tuning run."""
+        return dataclasses.replace(pretrain.train_config(seed), epochs=self.epochs, lr=self.lr,
+                                   batch_size=self.batch_size, milestones=list(self.milestones), gamma=self.gamma)
+
+
+@dataclass(frozen=True)
+class RepairParams:
+    """Data repairing (a strategy of stage 06): real images whose protected attribute is edited by SDEdit."""
+
+    strength: float = 0.6  # how far the image is noised before it is denoised with the other group's prompt
+    steps: int = 0  # sampler steps of the full schedule (an edit runs strength x steps); 0 = generate's
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check("repair.strength", 0 < self.strength <= 1, "must be in (0, 1]")
+        _check("repair.steps", self.steps >= 0, "must be 0 (generate's) or more")
 
 
 @dataclass(frozen=True)
@@ -252,6 +325,9 @@ class Params:
     generate: GenerateParams = field(default_factory=GenerateParams)
     fidelity: FidelityParams = field(default_factory=FidelityParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
+    selection: SelectionParams = field(default_factory=SelectionParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    repair: RepairParams = field(default_factory=RepairParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from aimfair import io, paths
 from aimfair.config import Params
-from aimfair.data.loading import ImageSet, load_split
+from aimfair.data.loading import ImageSet, load_split, resize_uint8
 from aimfair.data.splits import labelled_frame
 from aimfair.errors import AimfairError
 from aimfair.groups import GROUPS, group_key
@@ -92,15 +92,6 @@ def _oracle_readings(params: Params, checkpoint: Path, images: ImageSet) -> np.n
     return predict_proba(model, images, setup_torch(p.threads, p.device), params.evaluate.batch_size)
 
 
-def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> uint8 (N, 3, size, size), antialiased when shrinking."""
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-    if x.shape[-1] != size:
-        x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
-        x = x.round().clamp(0, 255).to(torch.uint8)
-    return x.contiguous().numpy()
-
-
 @dataclass
 class FidelityResult:
     scores: pd.DataFrame  # one row per pool image: path, group, p_target, p_sensitive, target_ok, ...
@@ -110,7 +101,7 @@ class FidelityResult:
 
 def score_images(params: Params, checkpoint: Path, manifest: pd.DataFrame, pixels: np.ndarray) -> pd.DataFrame:
     """The oracle's probabilities and verdicts for every image (uint8 (N, H, W, 3), manifest order)."""
-    images = ImageSet(pixels=resize_pixels(pixels, params.pretrain.input_size), y=manifest["y"].to_numpy(),
+    images = ImageSet(pixels=resize_uint8(pixels, params.pretrain.input_size), y=manifest["y"].to_numpy(),
                       s=manifest["s"].to_numpy(), image_ids=list(manifest["path"]))
     prob = _oracle_readings(params, checkpoint, images)
     scores = manifest[["path", "group", "y", "s"]].copy()

@@ -20,6 +20,9 @@ GENERATOR = Path("models") / "tinyfaces_t2i"  # the built-in text-to-image model
 GENERATOR_WORK = WORK / "generator"  # its resume file while it trains
 POOL = WORK / "pool"  # the synthetic pool: {y}_{s}/*.png, manifest.csv
 PRETRAIN = WORK / "pretrain"  # seed_<seed>/best.safetensors, best.json, history.csv
+REPAIRED = WORK / "repaired"  # real training images with the protected attribute edited: {y}_{s}/*.png
+MASKS = WORK / "masks"  # seed_<seed>/mask.json, scores.csv
+FINETUNE = WORK / "finetune"  # <strategy>/seed_<seed>/best.safetensors, history.csv, run.json
 REPORTS = Path("reports")  # metrics, tables and figures
 FIGURES = REPORTS / "figures"
 
@@ -36,3 +39,13 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
 def pretrain_dir(seed: int) -> Path:
     """Folder of the biased model trained with `seed`."""
     return PRETRAIN / f"seed_{seed}"
+
+
+def mask_dir(seed: int) -> Path:
+    """Folder of the selective mask of the biased model trained with `seed`."""
+    return MASKS / f"seed_{seed}"
+
+
+def finetune_dir(strategy: str, seed: int) -> Path:
+    """Folder of one strategy's model for one seed."""
+    return FINETUNE / strategy / f"seed_{seed}"

@@ -237,3 +237,69 @@ def plot_fidelity(per_group: pd.DataFrame, labels: Mapping[str, str], threshold:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- mask and strategies
+
+
+def plot_mask_scores(scores: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Both sensitivity scores per parameter tensor (model order), the selected tensors marked."""
+    fig, axes = plt.subplots(2, 1, figsize=(11, 5.2), sharex=True)
+    x = np.arange(len(scores))
+    chosen = scores["selected"].to_numpy(bool)
+    for ax, column, label in ((axes[0], "domain", "domain score d1 (real vs synthetic): smaller is safer"),
+                              (axes[1], "bias", "bias score d2 (biased vs balanced): larger is more biased")):
+        values = scores[column].to_numpy(float)
+        ax.bar(x[~chosen], values[~chosen], color="#BBBBBB", label="not selected")
+        ax.bar(x[chosen], values[chosen], color="#C44E52", label="selected (fine-tuned)")
+        ax.set_yscale("log")
+        ax.set_ylabel(column)
+        ax.set_title(label, fontsize=9, loc="left")
+    axes[0].legend(fontsize=8, loc="upper right")
+    names = [n.replace(".weight", ".w").replace(".bias", ".b") for n in scores["name"]]
+    axes[1].set_xticks(x, names, rotation=90, fontsize=6)
+    fig.suptitle(title or f"{int(chosen.sum())} of {len(scores)} tensors selected", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+STRATEGY_MARKERS = "osD^v<>PX*hp"
+
+
+def plot_accuracy_fairness(per_seed: pd.DataFrame, fairness: str = "EO_paper") -> plt.Figure:
+    """The paper's teaser: accuracy against fairness, one small point per strategy and seed, a large one for
+    the seed mean. Left: ACC vs EO (lower is fairer); right: ACC vs worst-group accuracy."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    names = list(dict.fromkeys(per_seed["strategy"]))
+    colours = plt.get_cmap("tab10")
+    for ax, metric, label in ((axes[0], fairness, "EO (max gap, %) - lower is fairer"),
+                              (axes[1], "WST", "worst-group accuracy (%) - higher is fairer")):
+        for i, name in enumerate(names):
+            runs = per_seed[per_seed["strategy"] == name]
+            style = dict(color=colours(i % 10), marker=STRATEGY_MARKERS[i % len(STRATEGY_MARKERS)])
+            ax.scatter(runs[metric], runs["ACC"], s=18, alpha=0.45, **style)
+            ax.scatter(runs[metric].mean(), runs["ACC"].mean(), s=90, edgecolor="black", label=name, **style)
+        ax.set(xlabel=label, ylabel="ACC (%)")
+        ax.grid(alpha=0.3)
+    axes[0].invert_xaxis()  # fairer to the right on both panels
+    axes[1].legend(fontsize=8, loc="best")
+    fig.suptitle("accuracy vs fairness: large markers are seed means, small ones single seeds", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_strategy_groups(per_seed: pd.DataFrame, labels: Mapping[str, str]) -> plt.Figure:
+    """Group accuracies of every strategy (seed means, with the spread over seeds as error bars)."""
+    names = list(dict.fromkeys(per_seed["strategy"]))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(names)), 3.8))
+    width = 0.8 / len(GROUPS)
+    for j, g in enumerate(GROUPS):
+        stats = per_seed.groupby("strategy", sort=False)[f"acc_{g}"].agg(["mean", "std"]).reindex(names)
+        ax.bar(np.arange(len(names)) + (j - 1.5) * width, stats["mean"], width, yerr=stats["std"].fillna(0),
+               color=GROUP_COLOURS[g], label=labels[g], capsize=2)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("group accuracy (%)")
+    ax.legend(fontsize=7, ncols=4, loc="lower center")
+    fig.tight_layout()
+    return fig

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
+import numpy as np
+
 from aimfair import paths
 from aimfair.config import Params
+from aimfair.data.cache import decoded_images
+from aimfair.data.loading import ImageSet
 from aimfair.data.splits import group_quotas
 from aimfair.errors import AimfairError
 from aimfair.fidelity import FIDELITY
@@ -54,3 +58,20 @@ def synthetic_sets(params: Params, root: Path) -> dict[str, pd.DataFrame]:
     s = params.synthetic
     return draw_sets(usable_pool(params, root), s.balanced_per_group, s.biased_size,
                      s.biased_skew or params.data.bias_degree)
+
+
+def as_image_set(folder: Path, rows: pd.DataFrame, size: int, cache_dir: Path, progress: bool = True) -> ImageSet:
+    """Generated images listed in `rows` (path relative to `folder`, y, s) at `size` px, decoded once.
+
+    A generated image that cannot be read is an error, not a skip: the pool is ours to regenerate.
+    """
+    decoded = decoded_images([folder / p for p in rows["path"]], size, cache_dir, bad_images="fail",
+                             progress=progress)
+    return ImageSet(pixels=decoded.pixels, y=rows["y"].to_numpy().astype(np.int64),
+                    s=rows["s"].to_numpy().astype(np.int64), image_ids=list(rows["path"]))
+
+
+def synthetic_image_sets(params: Params, root: Path, size: int, progress: bool = True) -> dict[str, ImageSet]:
+    """{"balanced": D_S2, "biased": D_S1} as images at `size` px."""
+    return {name: as_image_set(root / paths.POOL, rows, size, root / paths.CACHE, progress)
+            for name, rows in synthetic_sets(params, root).items()}

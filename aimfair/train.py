@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from aimfair import io
-from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet
+from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet, resolve_precision
 from aimfair.errors import AimfairError
 from aimfair.models import save_checkpoint
 
@@ -41,6 +41,7 @@ class Optimisation:
     gamma: float = 0.1
     input_size: int = 224
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's scale range
+    precision: str = "float32"  # training arithmetic: float32 | bfloat16 (autocast) | auto (bf16 where native)
 
 
 @dataclass(frozen=True)
@@ -80,21 +81,49 @@ def accuracy(model: nn.Module, images: ImageSet, device: torch.device) -> float:
     return float(((predict_proba(model, images, device) >= 0.5) == images.y).mean() * 100)
 
 
+def masked_sgd(model: nn.Module, cfg: Optimisation, entry_masks: dict[str, torch.Tensor] | None = None
+               ) -> torch.optim.SGD:
+    """SGD over the parameters that require gradients.
+
+    With `entry_masks` ({name: bool tensor}), only the True entries of those tensors may move: their
+    gradient is masked in a hook and their weight decay is added there too (masked), so neither the decay
+    nor the momentum buffer, which then stays zero for the frozen entries, ever moves them.
+    """
+    entry_masks = entry_masks or {}
+    plain, masked = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name in entry_masks:
+            keep = entry_masks[name].to(p.device, p.dtype)
+            p.register_hook(lambda g, p=p, keep=keep: (g + cfg.weight_decay * p.detach()) * keep)
+            masked.append(p)
+        else:
+            plain.append(p)
+    groups = [dict(params=ps, weight_decay=wd) for ps, wd in ((plain, cfg.weight_decay), (masked, 0.0)) if ps]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
 def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_dir: str | os.PathLike,
-        device: torch.device, meta: dict | None = None, progress: bool = True) -> pd.DataFrame:
+        device: torch.device, meta: dict | None = None, progress: bool = True,
+        entry_masks: dict[str, torch.Tensor] | None = None) -> pd.DataFrame:
     """Train `model` with BCE-with-logits; keep the epoch with the best overall validation accuracy.
 
     Labels are `train.y`: one 0/1 label per image, or several per image (shape (N, k), a model with k
-    logits, accuracy averaged over the k labels).
+    logits, accuracy averaged over the k labels). Only parameters with requires_grad are trained; within
+    those named in `entry_masks`, only the True entries (see masked_sgd).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise AimfairError(f"nothing to train in {out_dir}: every parameter is frozen")
+    optimizer = masked_sgd(model, cfg, entry_masks)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
     loss_fn = nn.BCEWithLogitsLoss()
+    # bfloat16 autocast: the forward and backward passes in bf16, the weights and the optimiser in float32
+    bf16 = resolve_precision(cfg.precision, device) == "bfloat16"
     augment = BatchAugment(cfg.input_size, scale=cfg.crop_scale, seed=cfg.seed)
     loader = BatchLoader(train, cfg.batch_size, device, augment=augment, shuffle=True, drop_last=False,
                          seed=cfg.seed)
@@ -121,7 +150,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
         # under `aimfair notebook` TQDM_MININTERVAL slows the refresh: each one is a line in the log
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
         for x, y, _ in bar:
-            logits = model(x).squeeze(1)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x).squeeze(1).float()
             loss = loss_fn(logits, y.float())
             if not torch.isfinite(loss):
                 raise AimfairError(f"loss became {loss.item()} at epoch {epoch + 1} in {out_dir}: lower the "

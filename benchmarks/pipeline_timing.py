@@ -28,8 +28,8 @@ from aimfair.config import load_params
 def stage_names(params_file: Path) -> list[str]:
     """The default pipeline's stages in dependency order (pretrain runs once per seed)."""
     seeds = load_params(params_file).seeds
-    return (["world", "data", "prompts", "generator", "generator_samples", "generate"]
-            + [f"pretrain@{s}" for s in seeds] + ["evaluate"])
+    return (["world", "data", "prompts", "generator", "generator_samples", "generate", "repair"]
+            + [f"pretrain@{s}" for s in seeds] + ["mask", "finetune", "evaluate"])
 
 
 def measure(stage: str) -> dict:

@@ -35,7 +35,7 @@ def measure(params_file: Path, amplitude: tuple[float, float], seed: int, scratc
     run_world(params, root, progress=False)
     run_data(params, root)
     run_pretrain(params, root, seed, progress=False)
-    metrics = run_evaluate(params, root, progress=False).per_seed.iloc[0].to_dict()
+    metrics = run_evaluate(params, root, progress=False, strategies=["baseline"]).per_seed.iloc[0].to_dict()
     shutil.rmtree(root)  # rendered images, cache and checkpoints: not needed any more
     return dict(smile_amplitude=list(amplitude), seed=seed,
                 **{k: round(float(metrics[k]), 2) for k in ("ACC", "WST", "EO_paper", "acc_0_0", "acc_0_1",

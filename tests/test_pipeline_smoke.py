@@ -22,6 +22,7 @@ TOY = {
     "generate": {"steps": 3, "batch_size": 16},
     "fidelity": {"per_group": 20, "epochs": 1},
     "pretrain": {"input_size": 16, "epochs": 2, "milestones": [1], "batch_size": 32, "threads": 1},
+    "finetune": {"epochs": 1, "batch_size": 16},
 }
 
 
@@ -76,7 +77,8 @@ def test_dvc_repro_runs_every_stage_and_writes_the_report(toy_repo):
     assert sorted(prompts["groups"]) == ["0_0", "0_1", "1_0", "1_1"]
     assert all(len(v) == 50 for v in prompts["groups"].values())
     for name in ("00_data.ipynb", "01_prompts.ipynb", "02_generator.ipynb", "03_generate.ipynb",
-                 "04_pretrain_seed1.ipynb", "04_pretrain_seed2.ipynb", "07_evaluate.ipynb"):
+                 "04_pretrain_seed1.ipynb", "04_pretrain_seed2.ipynb", "05_mask.ipynb", "06_finetune.ipynb",
+                 "07_evaluate.ipynb"):
         nb = json.loads((repo / "outputs" / "notebooks" / name).read_text())
         assert not nb["metadata"]["papermill"]["exception"], name
     for seed in (1, 2):
@@ -88,9 +90,24 @@ def test_dvc_repro_runs_every_stage_and_writes_the_report(toy_repo):
     assert paper["WST"] == min(paper[f"acc_{g}"] for g in ("0_0", "0_1", "1_0", "1_1"))
     assert 0 <= paper["ACC"] <= 100 and metrics["std"]["ACC"] is not None
     table = (repo / "reports" / "table.md").read_text()
-    assert "| baseline |" in table and "WST" in table
+    strategies = ("baseline", "synthetic_only", "supplementation", "repairing", "linear_probe", "full_ft", "aimfair")
+    assert all(f"| {name} |" in table for name in strategies) and "WST" in table and "seeds improved" in table
+    all_metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert list(all_metrics) == list(strategies) and all(m["n_seeds"] == 2 for m in all_metrics.values())
+    per_seed = pd.read_csv(repo / "reports" / "per_seed.csv")
+    assert len(per_seed) == 2 * len(strategies)
+    for seed in (1, 2):
+        mask = json.loads((repo / "work" / "masks" / f"seed_{seed}" / "mask.json").read_text())
+        assert mask["n_tensors"] == 62 and 0 < mask["n_selected"] <= 55
+        for name in strategies[1:]:
+            assert (repo / "work" / "finetune" / name / f"seed_{seed}" / "run.json").exists()
+    # repairing fills the minority groups (4 each) up to 36 with edited majority images
+    repaired = pd.read_csv(repo / "work" / "repaired" / "manifest.csv")
+    assert repaired["group"].value_counts().to_dict() == {"0_0": 32, "1_1": 32}
     for figure in ("data/group_counts.png", "data/train_samples.png", "data/styles.png",
-                   "evaluate/group_accuracy.png", "evaluate/confusion_by_group.png", "evaluate/pretrain_curves.png"):
+                   "evaluate/group_accuracy.png", "evaluate/confusion_by_group.png", "evaluate/pretrain_curves.png",
+                   "evaluate/accuracy_vs_fairness.png", "evaluate/strategy_groups.png", "mask/scores_seed1.png",
+                   "finetune/val_curves.png", "finetune/repaired_pairs.png"):
         assert (repo / "reports" / "figures" / figure).stat().st_size > 1000
     split = json.loads((repo / "work" / "splits" / "split.json").read_text())
     assert split["group_counts"]["train"] == {"0_0": 4, "0_1": 36, "1_0": 36, "1_1": 4}
@@ -119,9 +136,14 @@ def test_a_new_seed_reruns_only_that_seed_and_evaluation(toy_repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["seeds"] = [1, 2, 3]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    earlier_run = repo / "work" / "finetune" / "aimfair" / "seed_1" / "best.safetensors"
+    earlier = earlier_run.stat().st_mtime_ns
     out = _run([sys.executable, "-m", "dvc", "repro"], repo, env).stdout
     assert "Running stage 'pretrain@3'" in out and "Running stage 'evaluate'" in out
     assert "Running stage 'pretrain@1'" not in out and "Running stage 'data'" not in out
+    # the finetune stage reruns, but reuses the runs of the seeds it already has
+    assert earlier_run.stat().st_mtime_ns == earlier
+    assert (repo / "work" / "finetune" / "aimfair" / "seed_3" / "run.json").exists()
     assert json.loads((repo / "reports" / "metrics.json").read_text())["baseline"]["n_seeds"] == 3
 
 

@@ -140,9 +140,30 @@ class BatchAugment:
         return self.normalize(x)
 
 
+def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> uint8 (N, 3, size, size), antialiased when shrinking."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x.contiguous().numpy()
+
+
 def eval_transform(batch: torch.Tensor) -> torch.Tensor:
     """Test-time transform of a uint8 batch: the cache already resized and centre-cropped it."""
     return v2.functional.normalize(batch.float().div_(255), NORMALIZE_MEAN, NORMALIZE_STD)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto": bfloat16 where the hardware computes it natively (CUDA with bf16, CPUs with AMX or
+    AVX512-BF16), else float32. Explicit "float32" or "bfloat16" are taken as given."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bfloat16"
+    return "float32"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -208,3 +229,12 @@ class BatchLoader:
                 if k + 1 < len(batches):
                     pending = prefetch.submit(self._prepare, batches[k + 1])
                 yield batch
+
+
+def concat_image_sets(*sets: ImageSet) -> ImageSet:
+    """One set holding the images of all `sets`, in order (their pixels must have the same size)."""
+    sizes = {tuple(s.pixels.shape[1:]) for s in sets}
+    if len(sizes) != 1:
+        raise AimfairError(f"cannot combine image sets of different sizes {sorted(sizes)}: load them at one size")
+    return ImageSet(pixels=np.concatenate([s.pixels for s in sets]), y=np.concatenate([s.y for s in sets]),
+                    s=np.concatenate([s.s for s in sets]), image_ids=[i for s in sets for i in s.image_ids])

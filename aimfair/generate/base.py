@@ -38,6 +38,11 @@ class Generator(Protocol):
         """Images for the prompts, uint8 of shape (len(prompts), resolution, resolution, 3)."""
         ...
 
+    def edit(self, images: np.ndarray, prompts: Sequence[str], seeds: Sequence[int], strength: float) -> np.ndarray:
+        """SDEdit: square uint8 images (N, H, W, 3) noised to `strength` of the schedule (0-1) and denoised
+        with the prompts; uint8 of shape (N, resolution, resolution, 3)."""
+        ...
+
 
 def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], dtype=None, device=None):
     """Per-image starting noise: row i depends on seeds[i] only (a CPU generator each, then moved)."""

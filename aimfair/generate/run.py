@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -48,6 +48,7 @@ class Job:
     k: int  # the k-th image from this prompt
     prompt: str
     seed: int
+    source: str = ""  # an image to edit (SDEdit) instead of starting from noise: its id in the real data
 
     @property
     def path(self) -> str:
@@ -88,8 +89,11 @@ def batches_of(jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
 def record(job: Job, info: GeneratorInfo) -> dict:
     """What the manifest (and the PNG's text chunk) says about one image."""
     y, s = parse_group_key(job.group)
-    return dict(path=job.path, y=y, s=s, group=job.group, prompt_index=job.prompt_index, k=job.k,
-                prompt=job.prompt, seed=job.seed, **info.as_dict())
+    rec = dict(path=job.path, y=y, s=s, group=job.group, prompt_index=job.prompt_index, k=job.k,
+               prompt=job.prompt, seed=job.seed, **info.as_dict())
+    if job.source:
+        rec["source"] = job.source
+    return rec
 
 
 # ----------------------------------------------------------------------------- the pool on disk
@@ -218,7 +222,11 @@ def _generate_batches(generator: Generator, batches: Sequence[list[Job]], done: 
     generated = 0
     for batch in batches:
         # the whole batch is recomputed, so that its images match an uninterrupted run's exactly
-        images = generator.generate([job.prompt for job in batch], [job.seed for job in batch])
+        prompts, seeds = [job.prompt for job in batch], [job.seed for job in batch]
+        if batch[0].source:  # a batch of edits (aimfair.repair): the generator is a SourceEditor
+            images = generator.edit_sources([job.source for job in batch], prompts, seeds)
+        else:
+            images = generator.generate(prompts, seeds)
         expected = (len(batch), info.resolution, info.resolution, 3)
         if images.shape != expected or images.dtype != np.uint8:
             raise RuntimeError(f"the generator returned {images.shape} {images.dtype}, expected {expected} uint8")

@@ -234,6 +234,7 @@ class StableDiffusionGenerator:
         self.device, self.dtype, self.preset, self.pad_batches = device, dtype, preset, pad_batches
         self.latent_shape = (pipe.unet.config.in_channels, size // pipe.vae_scale_factor,
                              size // pipe.vae_scale_factor)
+        self._img2img = None  # the image-to-image pipeline on the same weights, built on first use
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         """uint8 images (N, R, R, 3), R = info.resolution; image i depends only on prompts[i] and seeds[i]."""
@@ -257,6 +258,38 @@ class StableDiffusionGenerator:
                            output_type="np").images[:n]
         # float in [0, 1] -> uint8 as diffusers' own PIL conversion rounds it, then the authors' resize
         pixels = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+        return resize_images(pixels, self.info.resolution)
+
+
+    def edit(self, images: np.ndarray, prompts: Sequence[str], seeds: Sequence[int], strength: float) -> np.ndarray:
+        """SDEdit through diffusers' image-to-image pipeline on the same weights: uint8 square images
+        (N, H, W, 3) noised to `strength`, denoised with `prompts`; returns (N, R, R, 3) uint8."""
+        if not len(images) == len(prompts) == len(seeds):
+            raise ValueError("one image and one seed per prompt")
+        if not 0 < strength <= 1:
+            raise AimfairError(f"the edit strength must be in (0, 1], got {strength}")
+        if self._img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._img2img.set_progress_bar_config(disable=True)
+        out = [self._edit_batch(images[i:i + self.batch_size], list(prompts[i:i + self.batch_size]),
+                                list(seeds[i:i + self.batch_size]), strength)
+               for i in range(0, len(prompts), self.batch_size)]
+        r = self.info.resolution
+        return np.concatenate(out) if out else np.zeros((0, r, r, 3), np.uint8)
+
+    @torch.inference_mode()
+    def _edit_batch(self, images: np.ndarray, prompts: list[str], seeds: list[int], strength: float) -> np.ndarray:
+        from aimfair.data.loading import resize_uint8
+
+        source = torch.from_numpy(resize_uint8(images, self.size)).float().div(255)
+        # one CPU generator per image: its noise depends on its seed only, whatever the batch or device
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        edited = self._img2img(prompt=prompts, image=source.to(self.device, self.dtype), strength=strength,
+                               num_inference_steps=self.info.steps, guidance_scale=self.info.guidance, eta=0.0,
+                               generator=generators, output_type="np").images
+        pixels = (np.clip(edited, 0, 1) * 255).round().astype(np.uint8)
         return resize_images(pixels, self.info.resolution)
 
 

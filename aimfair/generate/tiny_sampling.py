@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from aimfair.data.loading import resize_uint8, resolve_precision
 from aimfair.errors import AimfairError
 from aimfair.generate.base import GeneratorInfo, initial_noise
 from aimfair.generate.tiny import TinyT2I, checkpoint_hash, load_tiny, make_scheduler
@@ -47,7 +48,23 @@ class TinyGenerator:
         size = self.info.resolution
         return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
-    def _batch(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+    @torch.no_grad()
+    def edit(self, images: np.ndarray, prompts: Sequence[str], seeds: Sequence[int], strength: float) -> np.ndarray:
+        """SDEdit: noise uint8 images (N, H, W, 3) to `strength` of the schedule, then denoise them with
+        `prompts`; image i depends only on images[i], prompts[i] and seeds[i]."""
+        if not len(images) == len(prompts) == len(seeds):
+            raise ValueError("one image and one seed per prompt")
+        if not 0 < strength <= 1:
+            raise AimfairError(f"the edit strength must be in (0, 1], got {strength}")
+        x0 = torch.from_numpy(resize_uint8(images, self.info.resolution)).float().div(127.5).sub(1)
+        out = [self._batch(prompts[i:i + self.batch_size], seeds[i:i + self.batch_size],
+                           start=x0[i:i + self.batch_size], strength=strength)
+               for i in range(0, len(prompts), self.batch_size)]
+        size = self.info.resolution
+        return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+    def _batch(self, prompts: Sequence[str], seeds: Sequence[int], start: torch.Tensor | None = None,
+               strength: float = 1.0) -> np.ndarray:
         cfg, n = self.model.config, len(prompts)
         context, mask = token_states(prompts, cfg.max_tokens)
         context, mask = context.to(self.device), mask.to(self.device)
@@ -56,8 +73,12 @@ class TinyGenerator:
         x = initial_noise(seeds, (3, cfg.resolution, cfg.resolution), device=self.device)
         scheduler = make_scheduler(cfg, "ddim")
         scheduler.set_timesteps(self.info.steps)
+        timesteps = scheduler.timesteps
+        if start is not None:  # SDEdit: skip the first (1 - strength) of the steps, start from the noised image
+            timesteps = timesteps[self.info.steps - max(1, round(strength * self.info.steps)):]
+            x = scheduler.add_noise(start.to(self.device), x, timesteps[:1])
         w = self.info.guidance
-        for t in scheduler.timesteps:
+        for t in timesteps:
             if w == 1:
                 eps = self._unet(x, t, context, mask)
             elif self.batched_guidance:
@@ -70,18 +91,6 @@ class TinyGenerator:
             x = scheduler.step(eps, t, x).prev_sample
         pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return pixels.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto": bfloat16 where the hardware computes it natively (CUDA with bf16, CPUs with AMX or
-    AVX512-BF16), else float32. Explicit "float32" or "bfloat16" are taken as given."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "bfloat16"
-    return "float32"
 
 
 def load_tiny_generator(folder: str | os.PathLike, steps: int = 25, guidance: float = 3.0,

@@ -3,8 +3,13 @@
   world.run_world(params, root)               render the built-in world (tinyfaces)
   data.run_data(params, root)                 00_data: the biased train split, val, test
   prompts.run_prompts(params, root)           01_prompts: contextual prompts per group, validated
+  generator.run_generator(params, root)       02: train the built-in text-to-image model
+  generate.run_generate(params, root)         03_generate: the synthetic pool per group
+  repair.run_repair(params, root)             edited real images for the repairing strategy
   pretrain.run_pretrain(params, root, seed)   04_pretrain: ERM of the biased ResNet-18 for one seed
-  evaluate.run_evaluate(params, root)         07_evaluate: fairness metrics per seed and over seeds
+  mask.run_mask(params, root, seed)           05_mask: selective mask generation for one seed
+  finetune.run_finetune(params, root)         06_finetune: every strategy for every seed
+  evaluate.run_evaluate(params, root)         07_evaluate: fairness metrics per strategy and seed, aggregated
 
 Each DVC stage depends on its own module (and common.py), so editing one stage's code re-runs that stage
 and what follows it, not the others.

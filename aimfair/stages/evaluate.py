@@ -1,4 +1,4 @@
-"""Stage 07_evaluate: the paper's fairness metrics per seed, aggregated over seeds, tables and metrics JSON."""
+"""Stage 07_evaluate: every strategy's fairness metrics per seed, aggregated over seeds; tables, metrics JSON."""
 
 from __future__ import annotations
 
@@ -15,16 +15,19 @@ from aimfair.metrics import aggregate_seeds, fairness_metrics
 from aimfair.models import build_classifier, load_checkpoint, read_sidecar
 from aimfair.report import formatted, markdown_table, mean_std_table, paper_table
 from aimfair.stages.common import load_images, setup_torch
+from aimfair.strategies import STRATEGIES, checkpoint_path
 from aimfair.train import predict_proba
+
+ACC_TOLERANCE = 2.0  # points of ACC a fairer model may lose against the baseline and still count as a win
 
 
 @dataclass
 class Evaluation:
-    """Per-seed metrics and predictions, and their aggregation over seeds."""
+    """Per-seed metrics and predictions of every strategy, and their aggregation over seeds."""
 
-    per_seed: pd.DataFrame  # one row per seed: seed + every fairness_metrics() key
-    predictions: pd.DataFrame  # seed, image_id, y, s, prob, pred
-    aggregate: dict  # aimfair.metrics.aggregate_seeds output
+    per_seed: pd.DataFrame  # one row per (strategy, seed): strategy, seed + every fairness_metrics() key
+    predictions: pd.DataFrame  # strategy, seed, image_id, y, s, prob, pred
+    aggregate: dict[str, dict]  # strategy -> aimfair.metrics.aggregate_seeds output
 
 
 def predict_checkpoint(params: Params, checkpoint: Path, images: ImageSet) -> pd.DataFrame:
@@ -37,47 +40,74 @@ def predict_checkpoint(params: Params, checkpoint: Path, images: ImageSet) -> pd
                              pred=(prob >= 0.5).astype(int)))
 
 
-def run_evaluate(params: Params, root: Path, progress: bool = True) -> Evaluation:
-    """Evaluate the biased model of every seed on the split in params.evaluate."""
+def run_evaluate(params: Params, root: Path, progress: bool = True,
+                 strategies: list[str] | None = None) -> Evaluation:
+    """Evaluate every strategy (default: params.finetune.strategies) for every seed on evaluate.split."""
     split = params.evaluate.split
     by_size: dict[int, ImageSet] = {}  # each checkpoint is evaluated at the input size it was trained at
     rows, preds = [], []
-    for seed in params.seeds:
-        checkpoint = root / paths.pretrain_dir(seed) / "best.safetensors"
-        if not checkpoint.exists():
-            raise AimfairError(f"no biased model for seed {seed} at {checkpoint}: run the pretrain stage "
-                               "(dvc repro) or remove the seed from params.yaml")
-        size = int(read_sidecar(checkpoint)["input_size"])
-        if size not in by_size:
-            by_size[size] = load_images(params, root, split, size, progress)
-        pred = predict_checkpoint(params, checkpoint, by_size[size])
-        rows.append(dict(seed=seed, **fairness_metrics(pred["y"], pred["s"], pred["pred"])))
-        preds.append(pred.assign(seed=seed))
-    aggregate = aggregate_seeds([{k: v for k, v in r.items() if k != "seed"} for r in rows])
-    return Evaluation(per_seed=pd.DataFrame(rows), predictions=pd.concat(preds, ignore_index=True),
-                      aggregate=aggregate)
+    for name in strategies or params.finetune.strategies:
+        for seed in params.seeds:
+            checkpoint = checkpoint_path(root, name, seed)
+            if not checkpoint.exists():
+                stage = "pretrain" if not STRATEGIES[name].trains else "finetune"
+                raise AimfairError(f"no model of strategy {name} for seed {seed} at {checkpoint}: run the {stage} "
+                                   "stage (dvc repro) or remove the seed or strategy from params.yaml")
+            size = int(read_sidecar(checkpoint)["input_size"])
+            if size not in by_size:
+                by_size[size] = load_images(params, root, split, size, progress)
+            pred = predict_checkpoint(params, checkpoint, by_size[size])
+            rows.append(dict(strategy=name, seed=seed, **fairness_metrics(pred["y"], pred["s"], pred["pred"])))
+            preds.append(pred.assign(strategy=name, seed=seed))
+    per_seed = pd.DataFrame(rows)
+    metric_columns = [c for c in per_seed.columns if c not in ("strategy", "seed")]
+    aggregate = {name: aggregate_seeds(group[metric_columns].to_dict("records"))
+                 for name, group in per_seed.groupby("strategy", sort=False)}
+    return Evaluation(per_seed=per_seed, predictions=pd.concat(preds, ignore_index=True), aggregate=aggregate)
 
 
-def write_evaluation(result: Evaluation, params: Params, root: Path, method: str = "baseline") -> dict[str, Path]:
-    """reports/metrics.json (DVC metrics), the per-seed CSV and the paper-layout tables (markdown + CSV)."""
+def against_baseline(per_seed: pd.DataFrame, reference: str = "baseline") -> pd.DataFrame:
+    """Per strategy: mean change of ACC, WST and EO against `reference` over seeds, and on how many seeds
+    the strategy improved both WST and EO while keeping ACC within ACC_TOLERANCE points."""
+    if reference not in set(per_seed["strategy"]):
+        raise AimfairError(f"cannot compare with {reference!r}: it is not among the evaluated strategies")
+    base = per_seed[per_seed["strategy"] == reference].set_index("seed")
+    rows = []
+    for name, group in per_seed.groupby("strategy", sort=False):
+        if name == reference:
+            continue
+        g = group.set_index("seed")
+        d_acc, d_wst = g["ACC"] - base["ACC"], g["WST"] - base["WST"]
+        d_eo = g["EO_paper"] - base["EO_paper"]
+        wins = (d_wst > 0) & (d_eo < 0) & (d_acc >= -ACC_TOLERANCE)
+        rows.append({"strategy": name, "ΔACC": d_acc.mean(), "ΔWST": d_wst.mean(), "ΔEO": d_eo.mean(),
+                     "seeds improved": f"{int(wins.sum())}/{len(g)}"})
+    return pd.DataFrame(rows).set_index("strategy").round(2)
+
+
+def write_evaluation(result: Evaluation, params: Params, root: Path) -> dict[str, Path]:
+    """reports/metrics.json (DVC metrics), per_seed.csv (DVC plots) and the Table 3 layout (markdown + CSV)."""
     reports = root / paths.REPORTS
     d = params.data
-    metrics = {method: dict(setting=f"{d.dataset} {d.target}/{d.sensitive} bias {d.bias_degree}",
-                            split=params.evaluate.split, n_seeds=result.aggregate["n_seeds"],
-                            paper=result.aggregate["paper"], mean=result.aggregate["mean"],
-                            std=result.aggregate["std"])}
-    out = dict(metrics=reports / "metrics.json", per_seed=reports / f"{method}_per_seed.csv",
+    setting = f"{d.dataset} {d.target}/{d.sensitive} bias {d.bias_degree}"
+    metrics = {name: dict(setting=setting, split=params.evaluate.split, n_seeds=agg["n_seeds"], paper=agg["paper"],
+                          mean=agg["mean"], std=agg["std"]) for name, agg in result.aggregate.items()}
+    out = dict(metrics=reports / "metrics.json", per_seed=reports / "per_seed.csv",
                table_csv=reports / "table.csv", table_md=reports / "table.md")
     io.write_json(out["metrics"], metrics)
     io.write_csv(out["per_seed"], result.per_seed.round(4))
-    paper = paper_table({method: result.aggregate["paper"]}, d.target, d.sensitive)
-    spread = mean_std_table({method: result.aggregate}, d.target, d.sensitive)
+    paper = paper_table({name: agg["paper"] for name, agg in result.aggregate.items()}, d.target, d.sensitive)
+    spread = mean_std_table(result.aggregate, d.target, d.sensitive)
     io.write_csv(out["table_csv"], paper.reset_index())
-    io.write_text(out["table_md"], (
-        f"# {d.dataset}: target {d.target}, protected {d.sensitive}, bias degree {d.bias_degree}, "
-        f"{params.evaluate.split} split, {len(params.seeds)} seed(s)\n\n"
-        "Aggregated as in the paper: group accuracies averaged over seeds, WST and STD of those averages, "
-        "ACC and EO averaged over seeds. EO is the paper's printed definition (max of the TPR and FPR gaps); "
-        "EO (code) is the authors' code (their mean).\n\n" + markdown_table(formatted(paper)) +
-        "\nMean ± std over seeds:\n\n" + markdown_table(spread)))
+    text = (f"# {d.dataset}: target {d.target}, protected {d.sensitive}, bias degree {d.bias_degree}, "
+            f"{params.evaluate.split} split, {len(params.seeds)} seed(s)\n\n"
+            "Aggregated as in the paper: group accuracies averaged over seeds, WST and STD of those averages, "
+            "ACC and EO averaged over seeds. EO is the paper's printed definition (max of the TPR and FPR gaps); "
+            "EO (code) is the authors' code (their mean).\n\n" + markdown_table(formatted(paper)) +
+            "\nMean ± std over seeds:\n\n" + markdown_table(spread))
+    if "baseline" in result.aggregate and len(result.aggregate) > 1:
+        text += ("\nAgainst the baseline (mean change over seeds; EO as printed, lower is fairer; a seed counts as "
+                 f"improved when WST rises, EO falls and ACC drops by at most {ACC_TOLERANCE:g} points):\n\n"
+                 + markdown_table(formatted(against_baseline(result.per_seed))))
+    io.write_text(out["table_md"], text)
     return out

@@ -33,21 +33,22 @@ def pool_plan(params: Params) -> dict[str, int]:
     return pool_sizes(s.balanced_per_group, s.biased_size, s.biased_skew or params.data.bias_degree)
 
 
-def build_generator(params: Params, root: Path, device=None) -> Generator:
-    """The text-to-image model named by generate.model, with its sampler settings."""
+def build_generator(params: Params, root: Path, device=None, steps: int | None = None) -> Generator:
+    """The text-to-image model named by generate.model, with its sampler settings (`steps` overrides)."""
     g = params.generate
     device = device if device is not None else setup_torch(g.threads, g.device)
+    steps = steps or g.steps
     if g.model == "builtin":
         from aimfair.generate.tiny_sampling import load_tiny_generator
 
-        return load_tiny_generator(root / paths.GENERATOR, steps=g.steps or BUILTIN_STEPS,
+        return load_tiny_generator(root / paths.GENERATOR, steps=steps or BUILTIN_STEPS,
                                    guidance=g.guidance or BUILTIN_GUIDANCE, batch_size=g.batch_size,
                                    device=device, resolution=g.resolution or None, precision=g.precision)
     from aimfair.generate.sd import load_stable_diffusion
 
     # SD runs its preset's GPU batch (8 or 32) inside each of the runner's batches of generate.batch_size
     return load_stable_diffusion(g.model, revision=g.revision or None, preset=g.preset, device=str(device),
-                                 resolution=g.resolution or None, steps=g.steps or None,
+                                 resolution=g.resolution or None, steps=steps or None,
                                  guidance=g.guidance or None)
 
 

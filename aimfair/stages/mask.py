@@ -1,0 +1,50 @@
+"""Stage 05_mask: selective mask generation (SMG) on each seed's biased model (aimfair.selection)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from aimfair import paths
+from aimfair.config import Params
+from aimfair.models import build_classifier, load_checkpoint
+from aimfair.selection import Mask, mean_gradients, save_mask, select_elements, select_tensors, sensitivity_scores
+from aimfair.stages.common import setup_torch
+from aimfair.strategies import Setting
+
+
+@dataclass
+class MaskResult:
+    scores: pd.DataFrame  # name, numel, domain, bias, selected
+    mask: Mask
+    seconds: float  # the three gradient passes and the selection
+
+
+def run_mask(params: Params, root: Path, seed: int, progress: bool = True) -> MaskResult:
+    """Gradients of the seed's biased model on D_R, D_S1 and D_S2; scores and mask in work/masks/seed_<seed>/."""
+    sel, p = params.selection, params.pretrain
+    device = setup_torch(p.threads, p.device)
+    setting = Setting(params, root, seed, device, progress)
+    model = build_classifier(p.arch, "none")
+    load_checkpoint(model, setting.biased_checkpoint)
+    sets = dict(real=setting.real_train, biased_synthetic=setting.synthetic["biased"],
+                balanced_synthetic=setting.synthetic["balanced"])
+    started = time.perf_counter()
+    gradients = {name: mean_gradients(model, images, device, sel.batch_size, sel.bn_mode, sel.seed, progress)
+                 for name, images in sets.items()}
+    scores = sensitivity_scores(gradients, sel.rule)
+    elements = None
+    if sel.granularity == "tensor":
+        chosen = select_tensors(scores, sel.top_k)
+    else:
+        elements = select_elements(gradients, sel.element_fraction)
+        chosen = [name for name in scores["name"] if name in elements]
+    seconds = time.perf_counter() - started
+    scores["selected"] = scores["name"].isin(chosen)
+    mask = Mask(arch=p.arch, tensors=chosen, shapes={n: list(q.shape) for n, q in model.named_parameters()},
+                rule=sel.rule, granularity=sel.granularity, top_k=sel.top_k, elements=elements)
+    save_mask(mask, root / paths.mask_dir(seed), scores)
+    return MaskResult(scores, mask, seconds)

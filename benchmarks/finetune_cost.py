@@ -1,0 +1,111 @@
+"""What selective mask generation and selective fine-tuning cost, on the default pipeline's own files.
+
+* mask generation (three gradient passes: D_R, D_S1, D_S2) against one training epoch over the three sets
+  together (the issue's budget: no more than that);
+* seconds per fine-tuning epoch on D_S2 when all tensors train (full_ft), only the mask (aimfair), only the
+  final layer (linear_probe): frozen tensors get no gradient, so the backward pass stops early.
+
+All timings come from one run, alternating the variants `--repeats` times and keeping each one's median, so
+the ratios are fair on a shared machine. Needs the outputs of `dvc repro` up to the mask stage. Run from the
+repository root:
+
+    PATH=$PWD/.venv/bin:$PATH python benchmarks/finetune_cost.py --json docs/finetune_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from aimfair import paths
+from aimfair.config import load_params
+from aimfair.data.loading import concat_image_sets
+from aimfair.models import build_classifier, load_checkpoint
+from aimfair.selection import freeze_except, load_mask, mean_gradients
+from aimfair.stages.common import setup_torch
+from aimfair.strategies import Setting
+from aimfair.train import fit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="write the results here too")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    root = paths.repo_root()
+    seed = params.seeds[0]
+    device = setup_torch(params.pretrain.threads, params.pretrain.device)
+    setting = Setting(params, root, seed, device, progress=False)
+    sets = [setting.real_train, setting.synthetic["biased"], setting.synthetic["balanced"]]
+    p, sel = params.pretrain, params.selection
+
+    def biased():
+        model = build_classifier(p.arch, "none")
+        load_checkpoint(model, setting.biased_checkpoint)
+        return model
+
+    mask = load_mask(root / paths.mask_dir(seed) / "mask.json", biased(), p.arch)
+    one_epoch = dataclasses.replace(p.train_config(seed), epochs=1, milestones=[])
+    finetune_epoch = dataclasses.replace(params.finetune.train_config(p, seed), epochs=1, milestones=[])
+
+    def gradients():
+        model = biased()
+        for images in sets:
+            mean_gradients(model, images, device, sel.batch_size, sel.bn_mode, sel.seed)
+
+    def train_epoch(images, cfg, trainable=None):
+        def run():
+            model = biased()
+            if trainable is not None:
+                freeze_except(model, trainable)
+            with tempfile.TemporaryDirectory() as out:
+                fit(model, images, setting.val, cfg, out, device, progress=False)
+        return run
+
+    three_sets = concat_image_sets(*sets)
+    balanced = setting.synthetic["balanced"]
+    variants = {
+        "mask generation (3 gradient passes)": gradients,
+        "one training epoch over D_R + D_S1 + D_S2": train_epoch(three_sets, one_epoch),
+        "fine-tuning epoch, full_ft (all tensors)": train_epoch(balanced, finetune_epoch),
+        f"fine-tuning epoch, aimfair ({len(mask.tensors)} tensors)": train_epoch(balanced, finetune_epoch, mask.tensors),
+        "fine-tuning epoch, linear_probe (fc only)": train_epoch(balanced, finetune_epoch, ["fc.weight", "fc.bias"]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    names = list(variants)
+    ratios = {"mask / training epoch over the three sets": median[names[0]] / median[names[1]],
+              "aimfair / full_ft epoch": median[names[3]] / median[names[2]],
+              "linear_probe / full_ft epoch": median[names[4]] / median[names[2]]}
+    for name, seconds in median.items():
+        print(f"{name:<48} {seconds:7.2f} s")
+    for name, ratio in ratios.items():
+        print(f"{name:<48} {ratio:7.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(
+            machine=dict(cpus=os.cpu_count(), python=platform.python_version(), torch=torch.__version__,
+                         device=str(device)),
+            images=dict(real=len(sets[0]), biased_synthetic=len(sets[1]), balanced_synthetic=len(sets[2])),
+            note="each variant includes the validation pass and checkpoint write of one epoch (fit)",
+            median_seconds={k: round(v, 2) for k, v in median.items()},
+            ratios={k: round(v, 3) for k, v in ratios.items()}, repeats=args.repeats), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

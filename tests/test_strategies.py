@@ -1,0 +1,158 @@
+"""The strategy registry: what each strategy starts from, trains on and may change; reuse; clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aimfair import paths
+from aimfair.config import parse_params
+from aimfair.data.loading import ImageSet
+from aimfair.errors import AimfairError
+from aimfair.models import build_classifier, load_checkpoint, save_checkpoint
+from aimfair.selection import Mask, save_mask
+from aimfair.strategies import STRATEGIES, Setting, checkpoint_path, get_strategy, run_all, run_strategy
+
+CPU = torch.device("cpu")
+SEED = 1
+MASKED = ["layer3.0.conv1.weight", "layer4.1.bn2.weight", "layer4.1.bn2.bias", "fc.weight", "fc.bias"]
+
+
+def _images(n: int, seed: int, prefix: str) -> ImageSet:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    pixels = np.clip(np.where(y[:, None, None, None] == 1, 170, 80) + rng.normal(0, 30, (n, 3, 16, 16)),
+                     0, 255).astype(np.uint8)
+    return ImageSet(pixels=pixels, y=y, s=(np.arange(n) // 2) % 2, image_ids=[f"{prefix}{i}.png" for i in range(n)])
+
+
+def _params(**finetune):
+    return parse_params({"seeds": [SEED], "pretrain": {"input_size": 16, "epochs": 1, "batch_size": 16, "milestones": []},
+                         "finetune": dict(dict(epochs=1, batch_size=16, lr=0.01), **finetune)})
+
+
+def _setting(root, params=None) -> Setting:
+    setting = Setting(params or _params(), root, SEED, CPU, progress=False)
+    # the image sets a real run loads from the pipeline's files, given directly (cached_property slots)
+    setting.__dict__.update(real_train=_images(32, 0, "real"), val=_images(16, 1, "val"),
+                            synthetic={"balanced": _images(24, 2, "syn"), "biased": _images(16, 3, "syn_b")},
+                            repaired=_images(8, 4, "rep"))
+    return setting
+
+
+@pytest.fixture
+def root(tmp_path):
+    torch.manual_seed(0)
+    biased = build_classifier()
+    save_checkpoint(biased, tmp_path / paths.pretrain_dir(SEED) / "best.safetensors",
+                    dict(arch="resnet18", input_size=16, seed=SEED))
+    shapes = {n: list(p.shape) for n, p in biased.named_parameters()}
+    save_mask(Mask(arch="resnet18", tensors=MASKED, shapes=shapes, top_k=55), tmp_path / paths.mask_dir(SEED))
+    return tmp_path
+
+
+def _weights(path):
+    model = build_classifier()
+    load_checkpoint(model, path)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _changed(root, name):
+    before = _weights(root / paths.pretrain_dir(SEED) / "best.safetensors")
+    after = _weights(checkpoint_path(root, name, SEED))
+    return [n for n in before if not torch.equal(before[n], after[n])]
+
+
+def test_the_registry_holds_the_papers_table_3():
+    assert list(STRATEGIES) == ["baseline", "synthetic_only", "supplementation", "repairing", "linear_probe",
+                                "full_ft", "aimfair"]
+    assert all(cls.summary for cls in STRATEGIES.values())
+
+
+def test_an_unknown_strategy_is_a_clear_error():
+    with pytest.raises(AimfairError, match=r"finetune.strategies is 'aimfiar' \(did you mean aimfair\?\); choose one of"):
+        _params(strategies=["baseline", "aimfiar"])
+    with pytest.raises(AimfairError, match=r"unknown strategy 'magic': choose from baseline, synthetic_only"):
+        get_strategy("magic")
+
+
+def test_the_baseline_is_the_biased_model_itself(root):
+    result = run_strategy("baseline", _setting(root))
+    assert result.checkpoint == root / paths.pretrain_dir(SEED) / "best.safetensors"
+    assert not (root / paths.FINETUNE).exists()
+
+
+def test_linear_probing_moves_only_the_final_layer(root):
+    result = run_strategy("linear_probe", _setting(root))
+    assert _changed(root, "linear_probe") == ["fc.weight", "fc.bias"]
+    assert (result.trainable_tensors, result.trainable_entries) == (2, 513)
+
+
+def test_aimfair_moves_only_the_masked_tensors_and_full_fine_tuning_moves_all(root):
+    setting = _setting(root)
+    aimfair = run_strategy("aimfair", setting)
+    assert _changed(root, "aimfair") == MASKED
+    assert aimfair.trainable_tensors == len(MASKED)
+    full = run_strategy("full_ft", setting)
+    assert len(_changed(root, "full_ft")) == 62 and full.trainable_tensors == 62
+
+
+def test_strategies_from_scratch_start_from_the_biased_models_initial_weights_and_train_on_their_set(root, monkeypatch):
+    import aimfair.strategies as strategies
+
+    seen = {}
+
+    def fake_fit(model, train, val, cfg, out, device, meta, progress, entry_masks):
+        seen[meta["strategy"]] = (next(model.parameters()).detach().clone(), train, cfg)
+        save_checkpoint(model, out / "best.safetensors", meta)
+
+    monkeypatch.setattr(strategies, "fit", fake_fit)
+    setting = _setting(root)
+    for name in ("synthetic_only", "supplementation", "repairing"):
+        run_strategy(name, setting)
+    torch.manual_seed(SEED)  # the pretrain stage seeds with the seed, then builds the model
+    initial = next(build_classifier().parameters()).detach()
+    assert all(torch.equal(weights, initial) for weights, _, _ in seen.values())
+    sizes = {name: len(train) for name, (_, train, _) in seen.items()}
+    assert sizes == {"synthetic_only": 24, "supplementation": 32 + 24, "repairing": 32 + 8}
+    assert seen["supplementation"][1].image_ids[:1] == ["real0.png"] and seen["repairing"][1].image_ids[-1] == "rep7.png"
+    # a new model trains with the pre-training settings, a fine-tuned one with the fine-tuning settings
+    assert seen["synthetic_only"][2].epochs == 1 and seen["synthetic_only"][2].lr == setting.params.pretrain.lr
+    assert setting.params.finetune.train_config(setting.params.pretrain, SEED).lr == 0.01
+
+
+def test_a_finished_run_is_reused_and_a_changed_setting_retrains(root):
+    first = run_strategy("linear_probe", _setting(root))
+    assert not first.skipped
+    record = json.loads((root / paths.finetune_dir("linear_probe", SEED) / "run.json").read_text())
+    assert record["strategy"] == "linear_probe" and record["config"]["lr"] == 0.01
+    again = run_strategy("linear_probe", _setting(root))
+    assert again.skipped and again.checkpoint == first.checkpoint
+    changed = run_strategy("linear_probe", _setting(root, _params(lr=0.02)))
+    assert not changed.skipped
+
+
+def test_run_all_covers_every_strategy_and_seed(root, monkeypatch):
+    import aimfair.strategies as strategies
+
+    monkeypatch.setattr(strategies, "Setting", lambda params, root, seed, device, progress: _setting(root, params))
+    runs = run_all(_params(strategies=["baseline", "linear_probe", "aimfair"]), root, CPU, progress=False)
+    assert list(runs["strategy"]) == ["baseline", "linear_probe", "aimfair"] and set(runs["seed"]) == {SEED}
+    assert runs.loc[runs["strategy"] == "aimfair", "trainable_tensors"].item() == len(MASKED)
+
+
+def test_a_nan_loss_names_the_run_and_keeps_nothing_half_done(root):
+    with pytest.raises(AimfairError, match=r"strategy full_ft, seed 1: loss became (nan|inf) .*lower the learning rate"):
+        run_strategy("full_ft", _setting(root, _params(lr=1e12, epochs=2)))
+    assert not (root / paths.finetune_dir("full_ft", SEED) / "run.json").exists()  # not marked done
+
+
+def test_a_missing_mask_or_biased_model_is_a_clear_error(tmp_path):
+    with pytest.raises(AimfairError, match="no biased model for seed 1 .*run the pretrain stage"):
+        run_strategy("full_ft", _setting(tmp_path))
+    torch.manual_seed(0)
+    save_checkpoint(build_classifier(), tmp_path / paths.pretrain_dir(SEED) / "best.safetensors",
+                    dict(arch="resnet18", input_size=16))
+    with pytest.raises(AimfairError, match="mask.json does not exist: run the mask stage"):
+        run_strategy("aimfair", _setting(tmp_path))
