@@ -221,7 +221,6 @@ class PretrainParams(Optimisation):
         _check("pretrain.milestones", self.milestones == sorted(self.milestones), "must be increasing epochs")
         lo, hi = self.crop_scale
         _check("pretrain.crop_scale", 0 < lo <= hi <= 1, "must be [low, high] with 0 < low <= high <= 1")
-        _choice("pretrain.precision", self.precision, ("auto", "float32", "bfloat16"))
 
     def train_config(self, seed: int) -> TrainConfig:
         """The settings of one pre-training run."""

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from aimfair import io
-from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet, resolve_precision
+from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet
 from aimfair.errors import AimfairError
 from aimfair.models import save_checkpoint
 
@@ -41,7 +41,6 @@ class Optimisation:
     gamma: float = 0.1
     input_size: int = 224
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's scale range
-    precision: str = "float32"  # training arithmetic: float32 | bfloat16 (autocast) | auto (bf16 where native)
 
 
 @dataclass(frozen=True)
@@ -122,8 +121,6 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
     optimizer = masked_sgd(model, cfg, entry_masks)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
     loss_fn = nn.BCEWithLogitsLoss()
-    # bfloat16 autocast: the forward and backward passes in bf16, the weights and the optimiser in float32
-    bf16 = resolve_precision(cfg.precision, device) == "bfloat16"
     augment = BatchAugment(cfg.input_size, scale=cfg.crop_scale, seed=cfg.seed)
     loader = BatchLoader(train, cfg.batch_size, device, augment=augment, shuffle=True, drop_last=False,
                          seed=cfg.seed)
@@ -150,8 +147,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
         # under `aimfair notebook` TQDM_MININTERVAL slows the refresh: each one is a line in the log
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
         for x, y, _ in bar:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x).squeeze(1).float()
+            logits = model(x).squeeze(1)
             loss = loss_fn(logits, y.float())
             if not torch.isfinite(loss):
                 raise AimfairError(f"loss became {loss.item()} at epoch {epoch + 1} in {out_dir}: lower the "

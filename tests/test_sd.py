@@ -246,3 +246,16 @@ def test_the_pool_runner_drives_stable_diffusion_like_the_builtin_model(sd_folde
     assert run.generated == 8 and len(manifest) == 8
     assert set(manifest["sampler"]) == {"ddim"} and set(manifest["steps"]) == {2}
     assert set(manifest["revision"]) == {generator.info.revision}
+
+
+def test_sdedit_runs_diffusers_img2img_on_the_same_weights(sd_folder):
+    generator = load_stable_diffusion(sd_folder, device="cpu", steps=4, resolution=OUT, batch_size=3)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 40, 40, 3), dtype=np.uint8)  # any square size: resized to the model's
+    edited = generator.edit(images, PROMPTS, SEEDS, strength=0.5)
+    assert edited.shape == (4, OUT, OUT, 3) and edited.dtype == np.uint8 and edited.std() > 0
+    assert type(generator._img2img).__name__ == "StableDiffusionImg2ImgPipeline"
+    assert generator._img2img.unet is generator.pipe.unet  # the same weights, not a second copy
+    alone = generator.edit(images[1:2], PROMPTS[1:2], SEEDS[1:2], strength=0.5)
+    assert max_difference(alone[0], edited[1]) <= 1  # each edit depends on its own image, prompt and seed
+    assert not np.array_equal(generator.edit(images[1:2], PROMPTS[1:2], [999], strength=0.5), alone)
