@@ -151,13 +151,16 @@ class Mask:
 
 
 def save_mask(mask: Mask, folder: str | os.PathLike, scores: pd.DataFrame | None = None) -> Path:
-    """mask.json (and mask.safetensors at element granularity; scores.csv when given) into `folder`."""
+    """mask.json (and mask.safetensors at element granularity) into `folder`; with `scores`, their rows go
+    into mask.json too and into scores.csv (for a spreadsheet)."""
     folder = Path(folder)
     meta = dict(arch=mask.arch, rule=mask.rule, granularity=mask.granularity, top_k=mask.top_k,
                 n_tensors=len(mask.shapes), n_selected=len(mask.tensors),
                 trainable_entries=mask.trainable_entries(),
                 total_entries=int(sum(int(np.prod(s)) for s in mask.shapes.values())),
                 selected=mask.tensors, shapes=mask.shapes)
+    if scores is not None:
+        meta["scores"] = scores.to_dict("records")
     if mask.elements is not None:
         with io.atomic_path(folder / "mask.safetensors") as tmp:
             save_file({n: m.to(torch.uint8).contiguous() for n, m in mask.elements.items()}, str(tmp))

@@ -7,6 +7,8 @@ from getrusage. Run it from the repository root, with the virtual environment on
     PATH=$PWD/.venv/bin:$PATH python benchmarks/pipeline_timing.py --json docs/pipeline_timing.json
 
 It rewrites the pipeline's outputs (the same ones `dvc repro` writes), so run it on a clean checkout.
+Persistent outputs (the pool, the repaired images, the models of pretrain and finetune), which a forced
+stage would otherwise reuse, are deleted first, so each time is what a fresh clone pays.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from aimfair import paths
 from aimfair.config import load_params
 
 
@@ -32,8 +36,17 @@ def stage_names(params_file: Path) -> list[str]:
             + [f"pretrain@{s}" for s in seeds] + ["mask", "finetune", "evaluate"])
 
 
+def persistent_outputs(stage: str) -> list[Path]:
+    """The `persist: true` outputs of a stage (dvc.yaml): kept by a forced run unless deleted."""
+    if stage.startswith("pretrain@"):
+        return [paths.pretrain_dir(int(stage.split("@")[1]))]
+    return {"generate": [paths.POOL], "repair": [paths.REPAIRED], "finetune": [paths.FINETUNE]}.get(stage, [])
+
+
 def measure(stage: str) -> dict:
     """Run one stage in a fresh child; return its wall time and the peak RSS of its process tree."""
+    for output in persistent_outputs(stage):
+        shutil.rmtree(output, ignore_errors=True)
     code = ("import resource, subprocess, sys; "
             f"r = subprocess.run([sys.executable, '-m', 'dvc', 'repro', '--force', '--single-item', '{stage}'], "
             "stdout=subprocess.DEVNULL); "
@@ -52,9 +65,12 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--skip", action="append", default=[], metavar="STAGE",
                         help="leave a stage out (repeatable), e.g. --skip generator: a fresh clone has it")
+    parser.add_argument("--only", action="append", default=[], metavar="STAGE",
+                        help="measure only this stage (repeatable); its inputs must exist")
     args = parser.parse_args()
     rows = []
-    for stage in [s for s in stage_names(Path(args.params)) if s not in args.skip]:
+    stages = [s for s in stage_names(Path(args.params)) if s not in args.skip and (not args.only or s in args.only)]
+    for stage in stages:
         rows.append(measure(stage))
         print(f"{rows[-1]['stage']:<16} {rows[-1]['seconds']:>7.1f} s  {rows[-1]['peak_rss_mb']:>6d} MB", flush=True)
     total = sum(r["seconds"] for r in rows)

@@ -1,12 +1,13 @@
 """How the built-in world's difficulty sets the biased baseline's accuracy and fairness.
 
-For each smile amplitude (`data.tinyfaces.smile_amplitude`: how far a smile lifts the mouth corners),
-render the world, build the 1/9-skewed split and train the biased model exactly as the default pipeline
-does (params.yaml, one seed), then report its test ACC, WST and group accuracies. This is how the default
-world was calibrated to land near CelebA's baseline (ACC 89.2, WST 71.5). Everything happens in a scratch
-folder; the repository's outputs are untouched. About 100 s per amplitude on 2 CPU cores:
+For each smile amplitude (`data.tinyfaces.smile_amplitude`: how far a smile lifts the mouth corners) and
+each size of the biased training split (`data.n_train`), render the world, build the 1/9-skewed split and
+train the biased model exactly as the default pipeline does (params.yaml, one seed), then report its test
+ACC, WST and group accuracies. This is how the default world was calibrated to land near CelebA's baseline
+(ACC 89.2, WST 71.5). Everything happens in a scratch folder; the repository's outputs are untouched. About
+80 s per setting on 2 CPU cores:
 
-    .venv/bin/python benchmarks/world_difficulty.py --amplitudes 8,14 12,20 16,26 17,28 19,30 22,34
+    .venv/bin/python benchmarks/world_difficulty.py --amplitudes 12,20 17,28 22,34 --n-train 2000 3000 4000
 """
 
 from __future__ import annotations
@@ -25,19 +26,22 @@ from aimfair.stages.pretrain import run_pretrain
 from aimfair.stages.world import run_world
 
 
-def measure(params_file: Path, amplitude: tuple[float, float], seed: int, scratch: Path) -> dict:
-    """Baseline metrics of one seed on a world with the given smile amplitude."""
+def measure(params_file: Path, amplitude: tuple[float, float], n_train: int, seed: int, scratch: Path) -> dict:
+    """Baseline metrics of one seed on a world with the given smile amplitude and training-split size."""
     params = load_params(params_file)
     world = dataclasses.replace(params.data.tinyfaces, smile_amplitude=amplitude)
-    params = dataclasses.replace(params, seeds=[seed], data=dataclasses.replace(params.data, tinyfaces=world))
+    params = dataclasses.replace(params, seeds=[seed],
+                                 data=dataclasses.replace(params.data, tinyfaces=world, n_train=n_train))
     root = scratch / f"amplitude_{amplitude[0]:g}_{amplitude[1]:g}"
-    root.mkdir(parents=True)
-    run_world(params, root, progress=False)
+    if not root.exists():  # one world per amplitude, split again for each n_train
+        root.mkdir(parents=True)
+        run_world(params, root, progress=False)
+    for stale in ("splits", "pretrain"):
+        shutil.rmtree(root / "work" / stale, ignore_errors=True)
     run_data(params, root)
     run_pretrain(params, root, seed, progress=False)
     metrics = run_evaluate(params, root, progress=False, strategies=["baseline"]).per_seed.iloc[0].to_dict()
-    shutil.rmtree(root)  # rendered images, cache and checkpoints: not needed any more
-    return dict(smile_amplitude=list(amplitude), seed=seed,
+    return dict(smile_amplitude=list(amplitude), n_train=n_train, seed=seed,
                 **{k: round(float(metrics[k]), 2) for k in ("ACC", "WST", "EO_paper", "acc_0_0", "acc_0_1",
                                                             "acc_1_0", "acc_1_1")})
 
@@ -46,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--amplitudes", nargs="+", default=["12,20", "17,28", "22,34"],
                         help="LO,HI pairs in px on the 128 px drawing canvas")
+    parser.add_argument("--n-train", nargs="+", type=int, default=[3000], help="sizes of the biased training split")
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--json", help="write the results here too")
@@ -54,11 +59,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for text in args.amplitudes:
             lo, hi = (float(v) for v in text.split(","))
-            rows.append(measure(Path(args.params), (lo, hi), args.seed, Path(scratch)))
-            r = rows[-1]
-            print(f"smile_amplitude [{lo:g}, {hi:g}]: ACC {r['ACC']:.2f}  WST {r['WST']:.2f}  EO {r['EO_paper']:.2f}  "
-                  f"groups {r['acc_0_0']:.1f} / {r['acc_0_1']:.1f} / {r['acc_1_0']:.1f} / {r['acc_1_1']:.1f}",
-                  flush=True)
+            for n_train in args.n_train:
+                rows.append(measure(Path(args.params), (lo, hi), n_train, args.seed, Path(scratch)))
+                r = rows[-1]
+                print(f"smile_amplitude [{lo:g}, {hi:g}], n_train {n_train}: ACC {r['ACC']:.2f}  WST {r['WST']:.2f}  "
+                      f"EO {r['EO_paper']:.2f}  groups {r['acc_0_0']:.1f} / {r['acc_0_1']:.1f} / {r['acc_1_0']:.1f} / "
+                      f"{r['acc_1_1']:.1f}", flush=True)
+            shutil.rmtree(Path(scratch) / f"amplitude_{lo:g}_{hi:g}")  # images, cache, checkpoints
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -1,5 +1,7 @@
 """Selective mask generation: gradients, scores, the top-k intersection, entry masks, mask files."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,6 +159,7 @@ def test_a_mask_file_round_trips(tmp_path, granularity):
     if granularity == "element":
         assert torch.equal(loaded.elements["fc.weight"], mask.elements["fc.weight"])
     assert (tmp_path / "scores.csv").exists()
+    assert json.loads(path.read_text())["scores"][0] == dict(name="a", numel=1, domain=0.1, bias=0.5)
 
 
 def test_a_mask_file_from_another_architecture_is_a_clear_error(tmp_path):
