@@ -291,8 +291,8 @@ class FinetuneParams:
 class RepairParams:
     """Data repairing (a strategy of stage 06): real images whose protected attribute is edited by SDEdit."""
 
-    strength: float = 0.6  # how far the image is noised before it is denoised with the other group's prompt
-    steps: int = 0  # sampler steps of the full schedule (an edit runs strength x steps); 0 = generate's
+    strength: float = 0.8  # how far the image is noised before it is denoised with the other group's prompt
+    steps: int = 10  # sampler steps of the full schedule (an edit runs strength x steps); 0 = generate's
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -52,6 +52,9 @@ def mean_gradients(model: nn.Module, images: ImageSet, device: torch.device, bat
         raise AimfairError(f"selection.bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
     if len(images) == 0:
         raise AimfairError("cannot compute gradients on an empty set")
+    if bn_mode == "train" and len(images) % batch_size == 1:
+        raise AimfairError(f"selection.batch_size {batch_size} leaves one image of {len(images)} alone in the last "
+                           "batch, which BatchNorm in train mode cannot normalise: choose another batch size")
     probe = copy.deepcopy(model).to(device)
     probe.train(bn_mode == "train")
     for p in probe.parameters():
@@ -177,12 +180,18 @@ def load_mask(path: str | os.PathLike, model: nn.Module, arch: str) -> Mask:
         raise AimfairError(f"mask file {path} does not exist: run the mask stage first (dvc repro mask)")
     meta = json.loads(path.read_text())
     shapes = {name: list(p.shape) for name, p in model.named_parameters()}
-    if meta.get("arch") != arch or meta.get("shapes") != shapes:
-        different = sorted(set(meta.get("shapes", {})) ^ set(shapes))[:2]
-        raise AimfairError(f"mask file {path} was made for another model (architecture {meta.get('arch')!r}, "
-                           f"{len(meta.get('shapes', {}))} tensors; this one is {arch!r} with {len(shapes)}"
-                           + (f"; e.g. {', '.join(different)} differ" if different else "") +
-                           "): rerun the mask stage for this model")
+    stored = meta.get("shapes", {})
+    if meta.get("arch") != arch or stored != shapes:
+        only_one = sorted(set(stored) ^ set(shapes))
+        reshaped = [n for n in shapes if n in stored and stored[n] != shapes[n]]
+        if only_one:
+            detail = f"{only_one[0]} is in only one of them"
+        elif reshaped:
+            detail = f"{reshaped[0]} is {stored[reshaped[0]]} in the mask, {shapes[reshaped[0]]} here"
+        else:
+            detail = f"architecture {meta.get('arch')!r} in the mask, {arch!r} here"
+        raise AimfairError(f"mask file {path} was made for another model ({len(stored)} tensors in the mask, "
+                           f"{len(shapes)} here; {detail}): rerun the mask stage for this model")
     elements = None
     if meta["granularity"] == "element":
         stored = load_file(str(path.with_suffix(".safetensors")))

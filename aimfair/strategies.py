@@ -193,6 +193,23 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()[:16]
 
 
+# The code that decides what a run computes: a changed file retrains the runs instead of reusing them.
+_TRAINING_CODE = ("strategies.py", "train.py", "selection.py", "models.py", "data/loading.py")
+
+
+def _code_hash() -> str:
+    package = Path(__file__).parent
+    return hashlib.sha1(b"".join((package / f).read_bytes() for f in _TRAINING_CODE)).hexdigest()[:16]
+
+
+def _masks_hash(entry_masks: dict[str, torch.Tensor] | None) -> str:
+    digest = hashlib.sha1()
+    for name, keep in sorted((entry_masks or {}).items()):
+        digest.update(name.encode())
+        digest.update(keep.to(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclass
 class RunResult:
     strategy: str
@@ -233,13 +250,17 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     identity = dict(strategy=name, seed=seed, start=start, config=asdict(cfg),
                     data=data_fingerprint(train, setting.val),
                     trainable=hashlib.sha1("\n".join(trainable).encode()).hexdigest()[:16],
-                    entries=entries)
+                    entries=entries, entry_masks=_masks_hash(entry_masks), code=_code_hash())
     identity = json.loads(json.dumps(identity))  # as it reads back from run.json (tuples become lists)
     record_file = out / RUN_RECORD
     checkpoint = out / "best.safetensors"
     if record_file.exists() and checkpoint.exists() and json.loads(record_file.read_text()) == identity:
         return RunResult(name, seed, checkpoint, True, 0.0, tensors, entries)
     record_file.unlink(missing_ok=True)  # the folder is being rewritten: it is not done until the record is
+    previous = out / "previous_identity.json"  # what a killed run of this folder was training
+    if previous.exists() and json.loads(previous.read_text()) != identity:
+        (out / "resume.pt").unlink(missing_ok=True)  # fit's resume state belongs to another start or mask
+    io.write_json(previous, identity)
     meta = dict(stage="finetune", strategy=name, arch=p.arch, input_size=p.input_size, seed=seed,
                 target=params.data.target, sensitive=params.data.sensitive, trainable_tensors=tensors,
                 trainable_entries=entries)
@@ -251,6 +272,7 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
         raise AimfairError(f"strategy {name}, seed {seed}: {e}") from None
     seconds = time.perf_counter() - t0
     io.write_json(record_file, identity)
+    previous.unlink()
     return RunResult(name, seed, checkpoint, False, seconds, tensors, entries)
 
 

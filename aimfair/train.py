@@ -58,11 +58,13 @@ def seed_everything(seed: int) -> None:
 
 
 def data_fingerprint(*sets: ImageSet) -> str:
-    """A hash of the image ids and labels of `sets`: a resumed run must train on the same data."""
+    """A hash of the image ids, labels and pixels of `sets`: a resumed or reused run must have trained on
+    the same data (a regenerated image keeps its id, so the pixels count too)."""
     digest = hashlib.sha1()
     for images in sets:
         digest.update("\n".join(images.image_ids).encode())
         digest.update(np.ascontiguousarray(images.y).tobytes())
+        digest.update(np.ascontiguousarray(images.pixels).data)
     return digest.hexdigest()
 
 
@@ -81,26 +83,27 @@ def accuracy(model: nn.Module, images: ImageSet, device: torch.device) -> float:
 
 
 def masked_sgd(model: nn.Module, cfg: Optimisation, entry_masks: dict[str, torch.Tensor] | None = None
-               ) -> torch.optim.SGD:
+               ) -> tuple[torch.optim.SGD, list]:
     """SGD over the parameters that require gradients.
 
     With `entry_masks` ({name: bool tensor}), only the True entries of those tensors may move: their
     gradient is masked in a hook and their weight decay is added there too (masked), so neither the decay
-    nor the momentum buffer, which then stays zero for the frozen entries, ever moves them.
+    nor the momentum buffer, which then stays zero for the frozen entries, ever moves them. Returns the
+    optimiser and the hook handles, to be removed when training ends.
     """
     entry_masks = entry_masks or {}
-    plain, masked = [], []
+    plain, masked, hooks = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if name in entry_masks:
             keep = entry_masks[name].to(p.device, p.dtype)
-            p.register_hook(lambda g, p=p, keep=keep: (g + cfg.weight_decay * p.detach()) * keep)
+            hooks.append(p.register_hook(lambda g, p=p, keep=keep: (g + cfg.weight_decay * p.detach()) * keep))
             masked.append(p)
         else:
             plain.append(p)
     groups = [dict(params=ps, weight_decay=wd) for ps, wd in ((plain, cfg.weight_decay), (masked, 0.0)) if ps]
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum), hooks
 
 
 def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_dir: str | os.PathLike,
@@ -118,7 +121,17 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
     model.to(device)
     if not any(p.requires_grad for p in model.parameters()):
         raise AimfairError(f"nothing to train in {out_dir}: every parameter is frozen")
-    optimizer = masked_sgd(model, cfg, entry_masks)
+    optimizer, hooks = masked_sgd(model, cfg, entry_masks)
+    try:
+        return _fit(model, train, val, cfg, out_dir, device, meta, progress, optimizer)
+    finally:
+        for hook in hooks:  # a second fit on the same model must not stack masks
+            hook.remove()
+
+
+def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_dir: Path,
+         device: torch.device, meta: dict | None, progress: bool, optimizer: torch.optim.SGD) -> pd.DataFrame:
+    """fit's epoch loop: train, validate, keep the best epoch, write the resume state after every epoch."""
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
     loss_fn = nn.BCEWithLogitsLoss()
     augment = BatchAugment(cfg.input_size, scale=cfg.crop_scale, seed=cfg.seed)

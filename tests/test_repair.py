@@ -63,7 +63,7 @@ def test_an_edit_depends_on_its_image_prompt_and_seed_only_and_keeps_the_image_a
     assert edited.shape == (4, 16, 16, 3) and edited.dtype == np.uint8
     assert np.array_equal(generator.edit(images[2:3], prompts[2:3], seeds[2:3], 0.5)[0], edited[2])  # batch-free
     assert not np.array_equal(generator.edit(images[2:3], prompts[2:3], [99], 0.5)[0], edited[2])
-    # a light edit stays closer to its source than a full one, which starts from pure noise
+    # a light edit stays closer to its source than one through the whole schedule
     source = np.stack([np.asarray(Image.fromarray(im).resize((16, 16), Image.BILINEAR)) for im in images]).astype(int)
     light = np.abs(generator.edit(images, prompts, seeds, 0.25).astype(int) - source).mean()
     full = np.abs(generator.edit(images, prompts, seeds, 1.0).astype(int) - source).mean()

@@ -63,6 +63,11 @@ def _gradient_sets(real, biased, balanced):
     return dict(real=as_dict(real), biased_synthetic=as_dict(biased), balanced_synthetic=as_dict(balanced))
 
 
+def test_a_lone_image_in_the_last_batch_is_a_clear_error():
+    with pytest.raises(AimfairError, match="leaves one image of 17 alone .*choose another batch size"):
+        mean_gradients(build_classifier(), _images(17), CPU, batch_size=8, bn_mode="train")
+
+
 def test_absolute_scores_are_mean_absolute_differences():
     grads = _gradient_sets(real=[[1.0, 2.0], [0.0, 0.0]], biased=[[1.0, 0.0], [3.0, -3.0]],
                            balanced=[[0.0, 0.0], [3.0, -3.0]])
@@ -165,10 +170,11 @@ def test_a_mask_file_round_trips(tmp_path, granularity):
 def test_a_mask_file_from_another_architecture_is_a_clear_error(tmp_path):
     path = save_mask(_mask_for(build_classifier()), tmp_path)
     other = build_classifier(outputs=2)  # fc is 2 x 512 there
-    with pytest.raises(AimfairError, match=r"was made for another model .*rerun the mask stage"):
+    with pytest.raises(AimfairError, match=r"another model \(62 tensors in the mask, 62 here; fc.weight is \[1, 512\] "
+                                           r"in the mask, \[2, 512\] here\): rerun the mask stage"):
         load_mask(path, other, "resnet18")
     small = nn.Sequential(nn.Linear(3, 1))
-    with pytest.raises(AimfairError, match=r"another model .*62 tensors; this one is 'mlp' with 2"):
+    with pytest.raises(AimfairError, match=r"another model \(62 tensors in the mask, 2 here; 0.bias is in only one"):
         load_mask(path, small, "mlp")
     with pytest.raises(AimfairError, match="does not exist"):
         load_mask(tmp_path / "absent.json", other, "resnet18")

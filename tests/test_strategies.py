@@ -131,6 +131,20 @@ def test_a_finished_run_is_reused_and_a_changed_setting_retrains(root):
     assert again.skipped and again.checkpoint == first.checkpoint
     changed = run_strategy("linear_probe", _setting(root, _params(lr=0.02)))
     assert not changed.skipped
+    regenerated = _setting(root, _params(lr=0.02))  # the pool regenerated: same file names, other pixels
+    balanced = regenerated.synthetic["balanced"]
+    regenerated.synthetic["balanced"] = ImageSet(255 - balanced.pixels, balanced.y, balanced.s, balanced.image_ids)
+    assert not run_strategy("linear_probe", regenerated).skipped
+
+
+def test_a_killed_run_does_not_resume_from_another_start(root):
+    out = root / paths.finetune_dir("full_ft", SEED)
+    out.mkdir(parents=True)
+    (out / "previous_identity.json").write_text('{"start": "another biased model"}')
+    (out / "resume.pt").write_bytes(b"the state of a run from another biased model")
+    result = run_strategy("full_ft", _setting(root))  # would fail to load that resume state
+    assert not result.skipped and not (out / "resume.pt").exists() and (out / "run.json").exists()
+    assert not (out / "previous_identity.json").exists()
 
 
 def test_run_all_covers_every_strategy_and_seed(root, monkeypatch):
