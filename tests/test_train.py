@@ -95,7 +95,7 @@ def test_the_checkpoint_is_the_best_validation_epoch(tmp_path, monkeypatch, accu
     assert not torch.equal(saved.conv1.weight, snapshots[-1]["conv1.weight"])
 
 
-def _killed_in_epoch_two(train_set, val_set, out, monkeypatch) -> None:
+def _killed_in_epoch_two(train_set, val_set, out, monkeypatch, resume_every_s: float = 0) -> None:
     """Run fit with CFG and kill it (as Ctrl-C would) after the first epoch's state was written."""
     calls = {"n": 0}
     real_accuracy = train.accuracy
@@ -109,7 +109,7 @@ def _killed_in_epoch_two(train_set, val_set, out, monkeypatch) -> None:
     monkeypatch.setattr(train, "accuracy", crash_in_epoch_two)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        fit(build_classifier(), train_set, val_set, CFG, out, CPU, progress=False)
+        fit(build_classifier(), train_set, val_set, CFG, out, CPU, progress=False, resume_every_s=resume_every_s)
     monkeypatch.setattr(train, "accuracy", real_accuracy)
 
 
@@ -132,6 +132,14 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
     straight = fit(build_classifier(), train_set, val_set, CFG, tmp_path / "straight", CPU, progress=False)
     assert np.allclose(resumed["train_loss"], straight["train_loss"], atol=1e-4)
     assert np.allclose(resumed["val_acc"], straight["val_acc"])
+
+
+def test_the_resume_state_is_written_at_most_every_resume_every_s(tmp_path, monkeypatch):
+    train_set, val_set = _bright_or_dark(48, 0), _bright_or_dark(16, 1)
+    _killed_in_epoch_two(train_set, val_set, tmp_path, monkeypatch, resume_every_s=3600)
+    # epoch 1 took far less than an hour: no resume state yet, but its model and history are kept
+    assert not (tmp_path / "resume.pt").exists()
+    assert (tmp_path / "best.safetensors").exists() and len(pd.read_csv(tmp_path / "history.csv")) == 1
 
 
 def test_a_resume_state_of_another_config_is_ignored(tmp_path, monkeypatch, capsys):
@@ -182,7 +190,8 @@ def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
     model = _NanInEpochTwo(batches_per_epoch=2)
     cfg = replace(CFG, epochs=3)
     with pytest.raises(AimfairError, match=r"loss became nan at epoch 2 .*lr=0\.01.*last good checkpoint is kept"):
-        fit(model, _bright_or_dark(32, 0), _bright_or_dark(8, 1), cfg, tmp_path, CPU, progress=False)
+        fit(model, _bright_or_dark(32, 0), _bright_or_dark(8, 1), cfg, tmp_path, CPU, progress=False,
+            resume_every_s=0)
     assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 1
     assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [1]
     assert (tmp_path / "resume.pt").exists()
