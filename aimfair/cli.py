@@ -123,12 +123,6 @@ def _mask(params, root) -> str:
     return "\n".join(lines)
 
 
-def _finetune(params, root) -> str:
-    from aimfair.stages.finetune import run_finetune
-
-    return run_finetune(params, root).to_string(index=False)
-
-
 def _evaluate(params, root) -> str:
     from aimfair.stages.evaluate import run_evaluate, write_evaluation
 
@@ -150,16 +144,16 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _process_state(params):
+def _process_state(device: str, threads: int):
     """An accelerate PartialState when started by `accelerate launch` or torchrun with several processes."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     import torch
     from accelerate import PartialState
 
-    cpu = params.generate.device == "cpu" or not torch.cuda.is_available()
+    cpu = device == "cpu" or not torch.cuda.is_available()
     state = PartialState(cpu=cpu)  # one GPU per process, or CPU processes talking over gloo
-    if cpu and params.generate.threads == 0:  # share the cores instead of oversubscribing them
+    if cpu and threads == 0:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))
     return state
 
@@ -172,7 +166,7 @@ def _add_generation(name: str, help: str, what: str, verb: str, module: str, fun
             import importlib
 
             params, root = _load(args)
-            state = _process_state(params)
+            state = _process_state(params.generate.device, params.generate.threads)
             result = getattr(importlib.import_module(module), function)(params, root, state=state)
             if state is None or state.is_main_process:
                 print(f"{what} complete: {len(result.manifest)} images ({result.generated} {verb} now by this "
@@ -182,6 +176,29 @@ def _add_generation(name: str, help: str, what: str, verb: str, module: str, fun
         parser = _stage_parser(commands, name, help,
                                f"Several GPUs: accelerate launch --multi_gpu --num_processes N -m aimfair {name}; "
                                f"several CPU processes: torchrun --nproc_per_node N -m aimfair {name}")
+        parser.set_defaults(run=run)
+
+    return add
+
+
+def _add_sharded_training(name: str, help: str, module: str, function: str, summarize: Callable):
+    """A training command whose runs are dealt out to processes when launched under torchrun or accelerate."""
+
+    def add(commands: argparse._SubParsersAction) -> None:
+        def run(args: argparse.Namespace) -> int:
+            import importlib
+
+            params, root = _load(args)
+            state = _process_state(params.pretrain.device, params.pretrain.threads)
+            result = getattr(importlib.import_module(module), function)(params, root, state=state)
+            if result is not None:  # (the processes other than the main one of table4 return None)
+                print(summarize(result))
+            return 0
+
+        parser = _stage_parser(commands, name, help,
+                               f"Several GPUs: accelerate launch --multi_gpu --num_processes N -m aimfair {name}; "
+                               f"several CPU processes: torchrun --nproc_per_node N -m aimfair {name}. Each run "
+                               "goes to one process; `dvc repro` afterwards reuses them all")
         parser.set_defaults(run=run)
 
     return add
@@ -226,8 +243,11 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
                     "repaired set", "edited", "aimfair.stages.repair", "run_repair"),
     _add_pretrain,
     _stage_command("mask", "stage 05: selective mask generation on each seed's biased model", _mask),
-    _stage_command("finetune", "stage 06: train every strategy for every seed", _finetune),
+    _add_sharded_training("finetune", "stage 06: train every strategy for every seed", "aimfair.stages.finetune",
+                          "run_finetune", lambda runs: runs.to_string(index=False)),
     _stage_command("evaluate", "stage 07: fairness metrics and tables", _evaluate),
+    _add_sharded_training("table4", "the paper's Table 4: partial fine-tuning baselines (experiments/dvc.yaml)",
+                          "aimfair.stages.table4", "run_table4", lambda result: result.files["table_md"].read_text()),
     _add_notebook,
 )
 

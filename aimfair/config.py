@@ -270,12 +270,12 @@ class FinetuneParams:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        from aimfair.strategies import STRATEGIES
+        from aimfair.strategies import TABLE3
 
         _check("finetune.strategies", len(self.strategies) > 0 and len(set(self.strategies)) == len(self.strategies),
                "must be a non-empty list of distinct names")
         for name in self.strategies:
-            _choice("finetune.strategies", name, tuple(STRATEGIES))
+            _choice("finetune.strategies", name, TABLE3)
         for key in ("epochs", "batch_size"):
             _check(f"finetune.{key}", getattr(self, key) > 0, "must be positive")
         _check("finetune.lr", self.lr > 0, "must be positive")
@@ -313,6 +313,27 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class Table4Params:
+    """experiments/dvc.yaml, stage table4: the partial fine-tuning baselines of the paper's Table 4 (opt-in).
+
+    Names of stage finetune's strategies are reused from it (they must be in finetune.strategies); the others
+    (aimfair.partial_finetuning) are trained with section finetune's settings, a family as all its variants.
+    """
+
+    strategies: list[str] = field(default_factory=lambda: [
+        "baseline", "full_ft", "aimfair", "random_selection", "subtuning_update_one", "subtuning_freeze_one",
+        "aimfair_cosine"])
+
+    def __post_init__(self) -> None:
+        from aimfair.strategies import known_names
+
+        _check("table4.strategies", len(self.strategies) > 0 and len(set(self.strategies)) == len(self.strategies),
+               "must be a non-empty list of distinct names")
+        for name in self.strategies:
+            _choice("table4.strategies", name, known_names())
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -328,6 +349,7 @@ class Params:
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     repair: RepairParams = field(default_factory=RepairParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    table4: Table4Params = field(default_factory=Table4Params)
 
     def __post_init__(self) -> None:
         _check("seeds", len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+from aimfair.errors import AimfairError
 
 
 _UMASK = os.umask(0)
@@ -31,6 +34,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextmanager
+def exclusive(lock: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` while the block runs; if another process holds it, stop
+    with an error naming `what`. The operating system drops the lock of a killed process."""
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AimfairError(f"{what} is being written by another process right now ({lock} is locked): wait "
+                               "for it, or stop it; two processes must never write the same output") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -23,8 +23,10 @@ PRETRAIN = WORK / "pretrain"  # seed_<seed>/best.safetensors, best.json, history
 REPAIRED = WORK / "repaired"  # real training images with the protected attribute edited: {y}_{s}/*.png
 MASKS = WORK / "masks"  # seed_<seed>/mask.json, scores.csv
 FINETUNE = WORK / "finetune"  # <strategy>/seed_<seed>/best.safetensors, history.csv, run.json
+PARTIAL = WORK / "partial"  # the same for the Table 4 strategies (experiments/dvc.yaml, stage table4)
 REPORTS = Path("reports")  # metrics, tables and figures
 FIGURES = REPORTS / "figures"
+TABLE4_REPORTS = REPORTS / "table4"  # stage table4's tables and metrics, as stage evaluate's in reports/
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
@@ -46,6 +48,20 @@ def mask_dir(seed: int) -> Path:
     return MASKS / f"seed_{seed}"
 
 
+_RUN_FOLDERS: dict[str, Path] = {}  # strategy -> where its runs live, when not under FINETUNE
+
+
+def place_runs(strategy: str, folder: Path) -> None:
+    """Keep `strategy`'s runs under `folder`: a stage other than finetune trains them, and two DVC stages
+    cannot share an output folder."""
+    _RUN_FOLDERS[strategy] = folder
+
+
+def cosine_mask_dir(seed: int) -> Path:
+    """Folder of the tensor mask by the cosine rule (Table 4's aimfair_cosine), beside the seed's mask."""
+    return mask_dir(seed) / "cosine"
+
+
 def finetune_dir(strategy: str, seed: int) -> Path:
     """Folder of one strategy's model for one seed."""
-    return FINETUNE / strategy / f"seed_{seed}"
+    return _RUN_FOLDERS.get(strategy, FINETUNE) / strategy / f"seed_{seed}"

@@ -303,3 +303,24 @@ def plot_strategy_groups(per_seed: pd.DataFrame, labels: Mapping[str, str]) -> p
     ax.legend(fontsize=7, ncols=4, loc="lower center")
     fig.tight_layout()
     return fig
+
+
+def plot_family_variants(per_seed: pd.DataFrame, families: Mapping[str, tuple[str, ...]]) -> plt.Figure:
+    """Per family, the mean test ACC and WST of each variant over seeds, and how often validation chose it."""
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
+    for ax, (family, variants) in zip(axes[0], families.items()):
+        rows = per_seed[per_seed["strategy"].isin(variants)].groupby("strategy")[["ACC", "WST"]].mean()
+        rows = rows.reindex(list(variants))
+        chosen = per_seed.loc[per_seed["strategy"] == family, "variant"].value_counts()
+        x = np.arange(len(variants))
+        ax.bar(x - 0.2, rows["ACC"], 0.4, label="ACC", color="#4C72B0")
+        ax.bar(x + 0.2, rows["WST"], 0.4, label="WST", color="#C44E52")
+        labels = [f"{v.rsplit('-', 1)[1]}\nchosen {int(chosen.get(v, 0))}x" for v in variants]
+        ax.set_xticks(x, labels, fontsize=7)
+        low = float(np.nanmin(rows.to_numpy()))
+        ax.set_ylim(max(0.0, low - 10), 100)
+        ax.set_title(family, fontsize=9)
+        ax.set_ylabel("test accuracy (%), mean over seeds")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

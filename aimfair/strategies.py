@@ -22,6 +22,8 @@ already done with the same settings and data.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -175,15 +177,76 @@ class AimFair(Strategy):
         return mask.elements
 
 
+@dataclass(frozen=True)
+class Family:
+    """Several runs per seed of one idea (random draws, one run per block), reported as the run with the best
+    overall validation accuracy on real data (no group labels), and with `report_mean`, their mean too."""
+
+    name: str
+    summary: str
+    variants: tuple[str, ...]  # registered strategy names
+    report_mean: bool = False
+
+    @property
+    def mean_name(self) -> str:
+        return f"{self.name}_mean"
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, summary: str, variants: list[str], report_mean: bool = False) -> Family:
+    unknown = [v for v in variants if v not in STRATEGIES]
+    if unknown or name in STRATEGIES:
+        raise AimfairError(f"family {name!r}: its variants must be registered strategies and its name must not be "
+                           f"one ({unknown or name})")
+    FAMILIES[name] = Family(name, summary, tuple(variants), report_mean)
+    return FAMILIES[name]
+
+
+def known_names() -> tuple[str, ...]:
+    """Every name a list of strategies may hold: registered strategies and families."""
+    return tuple(STRATEGIES) + tuple(FAMILIES)
+
+
+def expand(names: list[str]) -> list[str]:
+    """The strategies to run for `names`: a family stands for its variants."""
+    out: list[str] = []
+    for name in names:
+        for strategy in FAMILIES[name].variants if name in FAMILIES else [name]:
+            if strategy not in out:
+                out.append(strategy)
+    return out
+
+
 def get_strategy(name: str) -> Strategy:
     """An instance of the registered strategy `name`."""
     if name not in STRATEGIES:
-        raise AimfairError(f"unknown strategy {name!r}: choose from {', '.join(STRATEGIES)}")
+        hint = f" (a family: run its variants {', '.join(FAMILIES[name].variants)})" if name in FAMILIES else ""
+        raise AimfairError(f"unknown strategy {name!r}{hint}: choose from {', '.join(known_names())}")
     return STRATEGIES[name]()
 
 
+def validation_accuracy(root: Path, name: str, seed: int) -> float:
+    """The overall validation accuracy of a trained strategy's chosen epoch (from its checkpoint's sidecar)."""
+    sidecar = root / paths.finetune_dir(name, seed) / "best.json"
+    if not sidecar.exists():
+        raise AimfairError(f"no model of strategy {name} for seed {seed} at {sidecar.parent}: train it first")
+    return float(json.loads(sidecar.read_text())["val_acc"])
+
+
+def chosen_variant(root: Path, family: str, seed: int) -> str:
+    """The family's variant with the best validation accuracy for `seed` (the first of equals)."""
+    variants = FAMILIES[family].variants
+    accuracies = [validation_accuracy(root, v, seed) for v in variants]
+    return variants[accuracies.index(max(accuracies))]
+
+
 def checkpoint_path(root: Path, name: str, seed: int) -> Path:
-    """Where the model of strategy `name` for `seed` is (the baseline's is the biased model itself)."""
+    """Where the model of strategy `name` for `seed` is (the baseline's is the biased model itself; a
+    family's is its chosen variant's)."""
+    if name in FAMILIES:
+        name = chosen_variant(root, name, seed)
     if not get_strategy(name).trains:
         return root / paths.pretrain_dir(seed) / "best.safetensors"
     return root / paths.finetune_dir(name, seed) / "best.safetensors"
@@ -193,13 +256,22 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()[:16]
 
 
-# The code that decides what a run computes: a changed file retrains the runs instead of reusing them.
-_TRAINING_CODE = ("strategies.py", "train.py", "selection.py", "models.py", "data/loading.py")
+# The code that decides what a run computes: when it changes, runs are retrained instead of reused. The
+# computation's modules whole; of this module, only what defines the run (other strategies, the registry and
+# the run loop may change without retraining anything).
+_TRAINING_CODE = ("train.py", "selection.py", "models.py", "data/loading.py")
 
 
-def _code_hash() -> str:
+def _code_hash(strategy: Strategy) -> str:
     package = Path(__file__).parent
-    return hashlib.sha1(b"".join((package / f).read_bytes() for f in _TRAINING_CODE)).hexdigest()[:16]
+    digest = hashlib.sha1(b"".join((package / f).read_bytes() for f in _TRAINING_CODE))
+    defining = [Setting, run_strategy] + [c for c in type(strategy).__mro__ if issubclass(c, Strategy)]
+    for code in defining:
+        try:
+            digest.update(inspect.getsource(code).encode())
+        except (OSError, TypeError):  # a variant class made with type(): what sets it apart is its attributes
+            digest.update(repr(sorted((k, v) for k, v in vars(code).items() if not k.startswith("_"))).encode())
+    return digest.hexdigest()[:16]
 
 
 def _masks_hash(entry_masks: dict[str, torch.Tensor] | None) -> str:
@@ -250,7 +322,7 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     identity = dict(strategy=name, seed=seed, start=start, config=asdict(cfg),
                     data=data_fingerprint(train, setting.val),
                     trainable=hashlib.sha1("\n".join(trainable).encode()).hexdigest()[:16],
-                    entries=entries, entry_masks=_masks_hash(entry_masks), code=_code_hash())
+                    entries=entries, entry_masks=_masks_hash(entry_masks), code=_code_hash(strategy))
     identity = json.loads(json.dumps(identity))  # as it reads back from run.json (tuples become lists)
     record_file = out / RUN_RECORD
     checkpoint = out / "best.safetensors"
@@ -267,7 +339,7 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     t0 = time.perf_counter()
     try:
         fit(model, train, setting.val, cfg, out, setting.device, meta, progress=setting.progress,
-            entry_masks=entry_masks)
+            entry_masks=entry_masks, fingerprint=identity["data"])
     except AimfairError as e:
         raise AimfairError(f"strategy {name}, seed {seed}: {e}") from None
     seconds = time.perf_counter() - t0
@@ -276,17 +348,43 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     return RunResult(name, seed, checkpoint, False, seconds, tensors, entries)
 
 
-def run_all(params: Params, root: Path, device: torch.device, progress: bool = True) -> pd.DataFrame:
-    """Every strategy in params.finetune.strategies for every seed; one row per run."""
+def deal(runs: list, rank: int, processes: int) -> list:
+    """The share of `runs` of process `rank` of `processes`: every run goes to exactly one process."""
+    return runs[rank::processes]
+
+
+def run_all(params: Params, root: Path, device: torch.device, progress: bool = True,
+            strategies: list[str] | None = None, state=None) -> pd.DataFrame:
+    """Every strategy (default: params.finetune.strategies; a family stands for its variants) for every seed;
+    one row per run of this process.
+
+    With `state` (an accelerate PartialState: several processes under torchrun or accelerate launch), the
+    (seed, strategy) runs are dealt out round-robin, each to exactly one process, so no two processes ever
+    train the same run; a lock per run folder stops two separate launches from doing so either. Each run
+    is seeded by itself, so the models do not depend on how many processes share the work.
+    """
+    runs = [(seed, name) for seed in params.seeds for name in expand(strategies or params.finetune.strategies)]
+    if state is not None:
+        runs = deal(runs, state.process_index, state.num_processes)
+    settings: dict[int, Setting] = {}  # a seed's images load once per process
     rows = []
-    for seed in params.seeds:
-        setting = Setting(params, root, seed, device, progress)
-        for name in params.finetune.strategies:
+    for seed, name in runs:
+        setting = settings.setdefault(seed, Setting(params, root, seed, device, progress))
+        folder = root / paths.finetune_dir(name, seed)
+        with io.exclusive(folder.parent / f".{folder.name}.lock", f"run {name} for seed {seed}"):
             result = run_strategy(name, setting)
             rows.append(dict(strategy=name, seed=seed, skipped=result.skipped, seconds=round(result.seconds, 1),
                              trainable_tensors=result.trainable_tensors,
                              trainable_entries=result.trainable_entries))
             if progress:
-                state = "reused" if result.skipped else f"trained in {result.seconds:.0f} s"
-                print(f"seed {seed} {name:16s} {state}")
+                done = "reused" if result.skipped else f"trained in {result.seconds:.0f} s"
+                print(f"seed {seed} {name:28s} {done}")
+    if state is not None:
+        state.wait_for_everyone()  # the caller may read every run once this returns
     return pd.DataFrame(rows)
+
+
+TABLE3 = tuple(STRATEGIES)  # the strategies of stage finetune; the ones below run in experiments/dvc.yaml
+
+# The partial fine-tuning baselines of the paper's Table 4 register themselves into STRATEGIES and FAMILIES.
+importlib.import_module("aimfair.partial_finetuning")

@@ -66,13 +66,18 @@ def main() -> None:
     parser.add_argument("--skip", action="append", default=[], metavar="STAGE",
                         help="leave a stage out (repeatable), e.g. --skip generator: a fresh clone has it")
     parser.add_argument("--only", action="append", default=[], metavar="STAGE",
-                        help="measure only this stage (repeatable); its inputs must exist")
+                        help="measure only this stage (repeatable); its inputs must exist. With --json, the "
+                             "stage's row in an existing file is replaced and the total recomputed")
     args = parser.parse_args()
     rows = []
     stages = [s for s in stage_names(Path(args.params)) if s not in args.skip and (not args.only or s in args.only)]
     for stage in stages:
         rows.append(measure(stage))
         print(f"{rows[-1]['stage']:<16} {rows[-1]['seconds']:>7.1f} s  {rows[-1]['peak_rss_mb']:>6d} MB", flush=True)
+    if args.only and args.json and Path(args.json).exists():  # update those stages in the earlier results
+        measured = {r["stage"]: r for r in rows}
+        earlier = json.loads(Path(args.json).read_text())["stages"]
+        rows = [measured.pop(r["stage"], r) for r in earlier] + list(measured.values())
     total = sum(r["seconds"] for r in rows)
     print(f"{'total':<16} {total:>7.1f} s  {max(r['peak_rss_mb'] for r in rows):>6d} MB peak")
     if args.json:
@@ -80,7 +85,9 @@ def main() -> None:
             machine=dict(cpus=os.cpu_count(),
                          python=platform.python_version(), torch=torch.__version__,
                          cuda=torch.cuda.is_available()),
-            stages=rows, total_seconds=round(total, 1)), indent=2) + "\n")
+            stages=rows, total_seconds=round(total, 1),
+            note="generator skipped: a fresh clone has its committed checkpoint" if "generator" in args.skip
+            else ""), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,45 @@ def test_pipeline_is_up_to_date_afterwards_and_metrics_show(toy_repo):
     assert "baseline.paper.WST" in shown and "lowest_both" in shown
 
 
+def test_the_table4_experiment_runs_on_top_of_the_pipeline(toy_repo):
+    repo, env = toy_repo
+    for seed in (1, 2):
+        cosine = json.loads((repo / "work" / "masks" / f"seed_{seed}" / "cosine" / "mask.json").read_text())
+        assert cosine["rule"] == "cosine" and 0 < cosine["n_selected"] <= 55
+    out = _run([sys.executable, "-m", "dvc", "repro", "experiments/dvc.yaml"], repo, env).stdout
+    assert "Running stage 'experiments/dvc.yaml:table4'" in out and "Running stage 'finetune'" not in out
+    nb = json.loads((repo / "outputs" / "notebooks" / "08_table4.ipynb").read_text())
+    assert not nb["metadata"]["papermill"]["exception"]
+    table = (repo / "reports" / "table4" / "table.md").read_text()
+    rows = ("baseline", "full_ft", "aimfair", "random_selection", "random_selection_mean", "subtuning_update_one",
+            "subtuning_freeze_one", "aimfair_cosine", "subtuning_freeze_one-layer4", "random_selection-draw_3")
+    assert all(f"| {name} |" in table for name in rows)
+    per_seed = pd.read_csv(repo / "reports" / "table4" / "per_seed.csv")
+    chosen = per_seed[per_seed["strategy"] == "subtuning_update_one"]
+    assert len(chosen) == 2 and chosen["variant"].str.startswith("subtuning_update_one-layer").all()
+    # 12 runs per seed (3 draws, 4 + 4 blocks, the cosine mask) trained by this stage, in its own folder
+    assert len(list((repo / "work" / "partial").glob("*/seed_*/run.json"))) == 2 * 12
+    for figure in ("table4/variants.png", "table4/accuracy_vs_fairness.png"):
+        assert (repo / "reports" / "figures" / figure).stat().st_size > 1000
+    status = _run([sys.executable, "-m", "dvc", "status", "experiments/dvc.yaml", "dvc.yaml"], repo, env).stdout
+    assert "changed" not in status and "modified" not in status, status
+
+
+def test_two_processes_train_the_same_models_as_one(toy_repo):
+    repo, env = toy_repo
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    runs = [repo / "work" / "finetune" / name / f"seed_{seed}" for name in ("synthetic_only", "full_ft", "aimfair")
+            for seed in (1, 2)]
+    serial = {run: (run / "best.safetensors").read_bytes() for run in runs}
+    for run in runs:
+        shutil.rmtree(run)
+    out = _run([torchrun, "--nproc_per_node", "2", "-m", "aimfair", "finetune"], repo, env).stdout
+    assert out.count("trained in") == len(runs)  # each retrained once, by one of the two processes
+    assert all((run / "best.safetensors").read_bytes() == serial[run] for run in runs)
+    status = _run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], repo, env).stdout
+    assert "changed" not in status and "modified" not in status, status  # the very same outputs
+
+
 def test_a_new_seed_reruns_only_that_seed_and_evaluation(toy_repo):
     repo, env = toy_repo
     params = yaml.safe_load((repo / "params.yaml").read_text())

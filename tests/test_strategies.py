@@ -1,8 +1,10 @@
 """The strategy registry: what each strategy starts from, trains on and may change; reuse; clear errors."""
 
+import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -12,7 +14,10 @@ from aimfair.data.loading import ImageSet
 from aimfair.errors import AimfairError
 from aimfair.models import build_classifier, load_checkpoint, save_checkpoint
 from aimfair.selection import Mask, save_mask
-from aimfair.strategies import STRATEGIES, Setting, checkpoint_path, get_strategy, run_all, run_strategy
+from aimfair.stages.evaluate import _family_rows, shown_names
+from aimfair.stages.table4 import strategies_to_train
+from aimfair.strategies import (FAMILIES, STRATEGIES, TABLE3, Setting, checkpoint_path, chosen_variant, deal,
+                                expand, get_strategy, run_all, run_strategy)
 
 CPU = torch.device("cpu")
 SEED = 1
@@ -65,9 +70,9 @@ def _changed(root, name):
 
 
 def test_the_registry_holds_the_papers_table_3():
-    assert list(STRATEGIES) == ["baseline", "synthetic_only", "supplementation", "repairing", "linear_probe",
-                                "full_ft", "aimfair"]
-    assert all(cls.summary for cls in STRATEGIES.values())
+    assert TABLE3 == ("baseline", "synthetic_only", "supplementation", "repairing", "linear_probe", "full_ft",
+                      "aimfair")
+    assert all(STRATEGIES[name].summary for name in TABLE3)
 
 
 def test_an_unknown_strategy_is_a_clear_error():
@@ -103,7 +108,7 @@ def test_strategies_from_scratch_start_from_the_biased_models_initial_weights_an
 
     seen = {}
 
-    def fake_fit(model, train, val, cfg, out, device, meta, progress, entry_masks):
+    def fake_fit(model, train, val, cfg, out, device, meta, progress, entry_masks, fingerprint):
         seen[meta["strategy"]] = (next(model.parameters()).detach().clone(), train, cfg)
         save_checkpoint(model, out / "best.safetensors", meta)
 
@@ -170,3 +175,105 @@ def test_a_missing_mask_or_biased_model_is_a_clear_error(tmp_path):
                     dict(arch="resnet18", input_size=16))
     with pytest.raises(AimfairError, match="mask.json does not exist: run the mask stage"):
         run_strategy("aimfair", _setting(tmp_path))
+
+
+# ---------------------------------------------------------------- Table 4: partial fine-tuning baselines
+
+
+def _trainable_after_restrict(name: str, setting) -> list[str]:
+    model = build_classifier()
+    get_strategy(name).restrict(model, setting)
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def test_table_4_registers_its_strategies_and_families_beside_table_3():
+    assert list(FAMILIES) == ["random_selection", "subtuning_update_one", "subtuning_freeze_one"]
+    assert FAMILIES["subtuning_freeze_one"].variants == tuple(f"subtuning_freeze_one-layer{i}" for i in range(1, 5))
+    assert FAMILIES["random_selection"].report_mean and len(FAMILIES["random_selection"].variants) == 3
+    assert expand(["aimfair", "subtuning_update_one"]) == ["aimfair"] + list(FAMILIES["subtuning_update_one"].variants)
+    assert all(STRATEGIES[n].summary for n in expand(list(FAMILIES)) + ["aimfair_cosine"])
+
+
+def test_random_selection_draws_as_many_tensors_as_the_mask_the_same_on_every_run(root):
+    setting = _setting(root)
+    draws = [_trainable_after_restrict(name, setting) for name in FAMILIES["random_selection"].variants]
+    assert all(len(d) == len(MASKED) for d in draws)
+    assert len({tuple(d) for d in draws}) == 3  # a different draw per variant
+    assert _trainable_after_restrict(FAMILIES["random_selection"].variants[0], setting) == draws[0]
+
+
+def test_subtuning_updates_one_block_with_the_final_layer_or_freezes_one_block(root):
+    setting = _setting(root)
+    names = [n for n, _ in build_classifier().named_parameters()]
+    layer2 = [n for n in names if n.startswith("layer2.")]
+    assert _trainable_after_restrict("subtuning_update_one-layer2", setting) == layer2 + ["fc.weight", "fc.bias"]
+    assert _trainable_after_restrict("subtuning_freeze_one-layer2", setting) == [n for n in names if n not in layer2]
+    # a real run: frozen blocks keep their weights; the run lives apart from stage finetune's
+    result = run_strategy("subtuning_freeze_one-layer1", setting)
+    assert paths.PARTIAL in result.checkpoint.relative_to(root).parents
+    changed = _changed(root, "subtuning_freeze_one-layer1")
+    assert changed and not any(n.startswith("layer1.") for n in changed)
+
+
+def test_aimfair_cosine_trains_the_cosine_mask_and_says_when_it_is_missing(root):
+    setting = _setting(root)
+    with pytest.raises(AimfairError, match=r"cosine/mask.json does not exist: run the mask stage first"):
+        _trainable_after_restrict("aimfair_cosine", setting)
+    shapes = {n: list(p.shape) for n, p in build_classifier().named_parameters()}
+    cosine = ["layer1.0.conv1.weight", "fc.bias"]
+    save_mask(Mask(arch="resnet18", tensors=cosine, shapes=shapes, rule="cosine", top_k=55),
+              root / paths.cosine_mask_dir(SEED))
+    assert _trainable_after_restrict("aimfair_cosine", setting) == cosine
+
+
+def test_a_family_is_its_variant_with_the_best_validation_accuracy(root):
+    variants = FAMILIES["subtuning_update_one"].variants
+    for name, val_acc in zip(variants, [71.0, 80.5, 80.5, 64.0]):  # layer2 and layer3 tie: the first wins
+        save_checkpoint(build_classifier(), root / paths.finetune_dir(name, SEED) / "best.safetensors",
+                        dict(val_acc=val_acc, input_size=16))
+    assert chosen_variant(root, "subtuning_update_one", SEED) == "subtuning_update_one-layer2"
+    assert checkpoint_path(root, "subtuning_update_one", SEED) == \
+        root / paths.finetune_dir("subtuning_update_one-layer2", SEED) / "best.safetensors"
+    with pytest.raises(AimfairError, match=r"no model of strategy subtuning_freeze_one-layer1 for seed 1"):
+        chosen_variant(root, "subtuning_freeze_one", SEED)
+
+
+def test_family_rows_pick_the_chosen_variant_and_average_the_draws(root):
+    draws = FAMILIES["random_selection"].variants
+    for name, val_acc in zip(draws, [60.0, 90.0, 75.0]):
+        save_checkpoint(build_classifier(), root / paths.finetune_dir(name, SEED) / "best.safetensors",
+                        dict(val_acc=val_acc, input_size=16))
+    per_seed = pd.DataFrame([dict(strategy=n, seed=SEED, ACC=acc, WST=wst)
+                             for n, acc, wst in zip(draws, [80.0, 85.0, 90.0], [50.0, 70.0, 60.0])])
+    rows = _family_rows(per_seed, FAMILIES["random_selection"], root, ["ACC", "WST"])
+    records = rows.to_dict("records")
+    assert records[0] == dict(ACC=85.0, WST=70.0, strategy="random_selection", seed=SEED, variant=draws[1])
+    assert {k: records[1][k] for k in ("ACC", "WST", "strategy", "seed")} == \
+        dict(ACC=85.0, WST=60.0, strategy="random_selection_mean", seed=SEED)
+    assert shown_names(["baseline", "random_selection", "aimfair"]) == [
+        "baseline", "random_selection", "random_selection_mean", "aimfair"]
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3, 5])
+def test_dealing_gives_every_run_to_exactly_one_process(processes):
+    runs = [(seed, name) for seed in (100, 200, 300) for name in TABLE3]
+    shares = [deal(runs, rank, processes) for rank in range(processes)]
+    assert sorted(run for share in shares for run in share) == sorted(runs)
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1  # balanced
+
+
+def test_table_4_names_are_checked_where_they_are_set():
+    with pytest.raises(AimfairError, match=r"finetune.strategies is 'random_selection'; choose one of: baseline"):
+        _params(strategies=["baseline", "random_selection"])
+    with pytest.raises(AimfairError, match=r"unknown strategy 'random_selection' \(a family: run its variants "
+                                           r"random_selection-draw_1"):
+        get_strategy("random_selection")
+    with pytest.raises(AimfairError, match=r"table4.strategies is 'subtuning_update'.*did you mean"):
+        parse_params({"table4": {"strategies": ["subtuning_update"]}})
+    params = parse_params({"finetune": {"strategies": ["baseline", "aimfair"]},
+                           "table4": {"strategies": ["baseline", "aimfair", "aimfair_cosine", "random_selection"]}})
+    assert strategies_to_train(params) == ["aimfair_cosine", "random_selection"]
+    with pytest.raises(AimfairError, match=r"table4.strategies names 'linear_probe', a strategy of stage finetune "
+                                           r"that finetune.strategies does not run: add it there"):
+        strategies_to_train(dataclasses.replace(params, table4=dataclasses.replace(
+            params.table4, strategies=["baseline", "linear_probe"])))

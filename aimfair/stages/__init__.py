@@ -10,6 +10,7 @@
   mask.run_mask(params, root, seed)           05_mask: selective mask generation for one seed
   finetune.run_finetune(params, root)         06_finetune: every strategy for every seed
   evaluate.run_evaluate(params, root)         07_evaluate: fairness metrics per strategy and seed, aggregated
+  table4.run_table4(params, root)             08_table4 (experiments/dvc.yaml): the partial fine-tuning baselines
 
 Each DVC stage depends on its own module (and common.py), so editing one stage's code re-runs that stage
 and what follows it, not the others.

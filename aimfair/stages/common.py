@@ -27,6 +27,13 @@ def load_images(params: Params, root: Path, split: str, size: int, progress: boo
                       params.data.bad_images, progress=progress)
 
 
+def training_device(params: Params, state=None) -> torch.device:
+    """The device of this process: its own GPU when several processes share the work (accelerate gives
+    each one), else pretrain.device with pretrain.threads CPU threads."""
+    device = setup_torch(params.pretrain.threads, params.pretrain.device)
+    return state.device if state is not None and state.num_processes > 1 else device
+
+
 def setup_torch(threads: int, device: str) -> torch.device:
     """Set torch's CPU threads (0 keeps torch's default) and resolve the device name."""
     if threads > 0:

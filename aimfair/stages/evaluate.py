@@ -15,7 +15,7 @@ from aimfair.metrics import aggregate_seeds, fairness_metrics
 from aimfair.models import build_classifier, load_checkpoint, read_sidecar
 from aimfair.report import formatted, markdown_table, mean_std_table, paper_table
 from aimfair.stages.common import load_images, setup_torch
-from aimfair.strategies import STRATEGIES, checkpoint_path
+from aimfair.strategies import FAMILIES, STRATEGIES, checkpoint_path, chosen_variant, expand
 from aimfair.train import predict_proba
 
 ACC_TOLERANCE = 2.0  # points of ACC a fairer model may lose against the baseline and still count as a win
@@ -42,11 +42,16 @@ def predict_checkpoint(params: Params, checkpoint: Path, images: ImageSet) -> pd
 
 def run_evaluate(params: Params, root: Path, progress: bool = True,
                  strategies: list[str] | None = None) -> Evaluation:
-    """Evaluate every strategy (default: params.finetune.strategies) for every seed on evaluate.split."""
+    """Evaluate every strategy (default: params.finetune.strategies) for every seed on evaluate.split.
+
+    A family is evaluated as all its variants, then gets rows of its own: per seed, its chosen variant's
+    (best validation accuracy), and with report_mean, `<family>_mean`, the variants' metrics averaged.
+    """
     split = params.evaluate.split
+    names = strategies or params.finetune.strategies
     by_size: dict[int, ImageSet] = {}  # each checkpoint is evaluated at the input size it was trained at
     rows, preds = [], []
-    for name in strategies or params.finetune.strategies:
+    for name in expand(names):
         for seed in params.seeds:
             checkpoint = checkpoint_path(root, name, seed)
             if not checkpoint.exists():
@@ -61,9 +66,22 @@ def run_evaluate(params: Params, root: Path, progress: bool = True,
             preds.append(pred.assign(strategy=name, seed=seed))
     per_seed = pd.DataFrame(rows)
     metric_columns = [c for c in per_seed.columns if c not in ("strategy", "seed")]
+    per_seed = pd.concat([per_seed] + [_family_rows(per_seed, FAMILIES[n], root, metric_columns)
+                                       for n in names if n in FAMILIES], ignore_index=True)
     aggregate = {name: aggregate_seeds(group[metric_columns].to_dict("records"))
                  for name, group in per_seed.groupby("strategy", sort=False)}
     return Evaluation(per_seed=per_seed, predictions=pd.concat(preds, ignore_index=True), aggregate=aggregate)
+
+
+def _family_rows(per_seed: pd.DataFrame, family, root: Path, metric_columns: list[str]) -> pd.DataFrame:
+    """A family's rows per seed: its chosen variant's metrics, and the mean over its variants."""
+    rows = []
+    for seed, group in per_seed[per_seed["strategy"].isin(family.variants)].groupby("seed", sort=False):
+        chosen = group[group["strategy"] == chosen_variant(root, family.name, int(seed))].iloc[0]
+        rows.append(dict(chosen[metric_columns], strategy=family.name, seed=seed, variant=chosen["strategy"]))
+        if family.report_mean:
+            rows.append(dict(group[metric_columns].mean(), strategy=family.mean_name, seed=seed))
+    return pd.DataFrame(rows)
 
 
 def against_baseline(per_seed: pd.DataFrame, reference: str = "baseline") -> pd.DataFrame:
@@ -85,9 +103,24 @@ def against_baseline(per_seed: pd.DataFrame, reference: str = "baseline") -> pd.
     return pd.DataFrame(rows).set_index("strategy").round(2)
 
 
-def write_evaluation(result: Evaluation, params: Params, root: Path) -> dict[str, Path]:
-    """reports/metrics.json (DVC metrics), per_seed.csv (DVC plots) and the Table 3 layout (markdown + CSV)."""
-    reports = root / paths.REPORTS
+def shown_names(names: list[str]) -> list[str]:
+    """The rows of a table for the strategies `names`: a family's mean row comes right after it."""
+    out = []
+    for name in names:
+        out.append(name)
+        if name in FAMILIES and FAMILIES[name].report_mean:
+            out.append(FAMILIES[name].mean_name)
+    return out
+
+
+def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Path = paths.REPORTS,
+                     shown: list[str] | None = None) -> dict[str, Path]:
+    """metrics.json (DVC metrics), per_seed.csv (DVC plots) and the paper's table layout (markdown + CSV) in
+    `folder`. The table shows `shown` (default: every evaluated strategy); the others, the variants of
+    families, follow in a table of their own."""
+    reports = root / folder
+    shown = shown or list(result.aggregate)
+    rest = [name for name in result.aggregate if name not in shown]
     d = params.data
     setting = f"{d.dataset} {d.target}/{d.sensitive} bias {d.bias_degree}"
     metrics = {name: dict(setting=setting, split=params.evaluate.split, n_seeds=agg["n_seeds"], paper=agg["paper"],
@@ -96,8 +129,8 @@ def write_evaluation(result: Evaluation, params: Params, root: Path) -> dict[str
                table_csv=reports / "table.csv", table_md=reports / "table.md")
     io.write_json(out["metrics"], metrics)
     io.write_csv(out["per_seed"], result.per_seed.round(4))
-    paper = paper_table({name: agg["paper"] for name, agg in result.aggregate.items()}, d.target, d.sensitive)
-    spread = mean_std_table(result.aggregate, d.target, d.sensitive)
+    paper = paper_table({name: result.aggregate[name]["paper"] for name in shown}, d.target, d.sensitive)
+    spread = mean_std_table({name: result.aggregate[name] for name in shown}, d.target, d.sensitive)
     io.write_csv(out["table_csv"], paper.reset_index())
     text = (f"# {d.dataset}: target {d.target}, protected {d.sensitive}, bias degree {d.bias_degree}, "
             f"{params.evaluate.split} split, {len(params.seeds)} seed(s)\n\n"
@@ -105,9 +138,14 @@ def write_evaluation(result: Evaluation, params: Params, root: Path) -> dict[str
             "ACC and EO averaged over seeds. EO is the paper's printed definition (max of the TPR and FPR gaps); "
             "EO (code) is the authors' code (their mean).\n\n" + markdown_table(formatted(paper)) +
             "\nMean ± std over seeds:\n\n" + markdown_table(spread))
-    if "baseline" in result.aggregate and len(result.aggregate) > 1:
+    if "baseline" in shown and len(shown) > 1:
+        compared = against_baseline(result.per_seed[result.per_seed["strategy"].isin(shown)])
         text += ("\nAgainst the baseline (mean change over seeds; EO as printed, lower is fairer; a seed counts as "
                  f"improved when WST rises, EO falls and ACC drops by at most {ACC_TOLERANCE:g} points):\n\n"
-                 + markdown_table(formatted(against_baseline(result.per_seed))))
+                 + markdown_table(formatted(compared)))
+    if rest:
+        variants = paper_table({name: result.aggregate[name]["paper"] for name in rest}, d.target, d.sensitive)
+        text += ("\nEvery variant of the families (a family's row above is, per seed, its variant with the best "
+                 "validation accuracy):\n\n" + markdown_table(formatted(variants)))
     io.write_text(out["table_md"], text)
     return out

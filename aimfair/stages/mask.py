@@ -24,7 +24,8 @@ class MaskResult:
 
 
 def run_mask(params: Params, root: Path, seed: int, progress: bool = True) -> MaskResult:
-    """Gradients of the seed's biased model on D_R, D_S1 and D_S2; scores and mask in work/masks/seed_<seed>/."""
+    """Gradients of the seed's biased model on D_R, D_S1 and D_S2; scores and mask in work/masks/seed_<seed>/,
+    and the cosine-rule tensor mask of Table 4's aimfair_cosine in its subfolder cosine/."""
     sel, p = params.selection, params.pretrain
     device = setup_torch(p.threads, p.device)
     setting = Setting(params, root, seed, device, progress)
@@ -47,4 +48,16 @@ def run_mask(params: Params, root: Path, seed: int, progress: bool = True) -> Ma
     mask = Mask(arch=p.arch, tensors=chosen, shapes={n: list(q.shape) for n, q in model.named_parameters()},
                 rule=sel.rule, granularity=sel.granularity, top_k=sel.top_k, elements=elements)
     save_mask(mask, root / paths.mask_dir(seed), scores)
+    save_cosine_mask(gradients, model, p.arch, sel.top_k, root / paths.cosine_mask_dir(seed))
     return MaskResult(scores, mask, seconds)
+
+
+def save_cosine_mask(gradients: dict, model, arch: str, top_k: int, folder: Path) -> Mask:
+    """The tensor mask by the cosine rule from the same gradients, for the aimfair_cosine strategy (Table 4)."""
+    scores = sensitivity_scores(gradients, "cosine")
+    chosen = select_tensors(scores, top_k)
+    scores["selected"] = scores["name"].isin(chosen)
+    mask = Mask(arch=arch, tensors=chosen, shapes={n: list(q.shape) for n, q in model.named_parameters()},
+                rule="cosine", granularity="tensor", top_k=top_k)
+    save_mask(mask, folder, scores)
+    return mask

@@ -1,0 +1,67 @@
+"""Speed and prompt fidelity of the built-in model's DDIM sampler at several step counts.
+
+For each step count, generate the same images (same prompts and seeds; seeds from another base than the
+pool's) for every group, time it, and let the pipeline's fidelity oracle read them: the share read as the
+right smile and the right gender. This is how the default of 15 steps was chosen (DESIGN.md's 25 are no
+more faithful and 1.7x slower). Needs the oracle of the generate stage (`dvc repro generate`):
+
+    PATH=$PWD/.venv/bin:$PATH python benchmarks/sampler_steps.py --steps 25 15 10 --json docs/sampler_steps.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aimfair import paths
+from aimfair.config import load_params
+from aimfair.fidelity import FIDELITY, score_images, summarise
+from aimfair.generate.run import image_seed
+from aimfair.stages.generate import build_generator, read_prompts
+
+SEED = 7  # not generate.seed: these images are not in the pool
+
+
+def measure(params_file: Path, steps: int, per_group: int) -> dict:
+    params, root = load_params(params_file), paths.repo_root()
+    oracle = root / FIDELITY / "oracle" / "best.safetensors"
+    if not oracle.exists():
+        raise SystemExit(f"no fidelity oracle at {oracle}: run `dvc repro generate` first")
+    generator = build_generator(params, root, steps=steps)
+    rows, pixels, seconds = [], [], 0.0
+    for group, prompts in read_prompts(root).items():
+        texts = [prompts[i % len(prompts)] for i in range(per_group)]
+        seeds = [image_seed(SEED, group, i, 0) for i in range(per_group)]
+        start = time.perf_counter()
+        pixels.append(generator.generate(texts, seeds))
+        seconds += time.perf_counter() - start
+        rows += [dict(path=f"{group}/{i}", group=group, y=int(group[0]), s=int(group[2])) for i in range(per_group)]
+    summary = summarise(score_images(params, oracle, pd.DataFrame(rows), np.concatenate(pixels)))
+    return dict(steps=steps, images=len(rows), images_per_s=round(len(rows) / seconds, 2),
+                fidelity={r["group"]: r["both"] for r in summary.to_dict("records")})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", nargs="+", type=int, default=[25, 15, 10])
+    parser.add_argument("--per-group", type=int, default=100)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--json", help="write the results here too")
+    args = parser.parse_args()
+    rows = []
+    for steps in args.steps:
+        rows.append(measure(Path(args.params), steps, args.per_group))
+        fidelity = " / ".join(f"{v:.1f}" for v in rows[-1]["fidelity"].values())
+        print(f"DDIM {steps:3d}: {rows[-1]['images_per_s']:6.2f} images/s   fidelity (both right) {fidelity}",
+              flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
