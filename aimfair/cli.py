@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from collections.abc import Callable, Sequence
 
@@ -152,7 +153,9 @@ def _process_state(device: str, threads: int):
     from accelerate import PartialState
 
     cpu = device == "cpu" or not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)  # one GPU per process, or CPU processes talking over gloo
+    # one GPU per process, or CPU processes talking over gloo. Work is dealt out in whole runs, so a process
+    # can wait at the final barrier for as long as another's last run takes: far past torch's default timeout
+    state = PartialState(cpu=cpu, timeout=timedelta(days=3))
     if cpu and threads == 0:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))
     return state

@@ -39,7 +39,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextmanager
 def exclusive(lock: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file `lock` while the block runs; if another process holds it, stop
-    with an error naming `what`. The operating system drops the lock of a killed process."""
+    with an error naming `what`. The operating system drops the lock of a killed process. The file stays
+    (removing it would let two processes lock two different files of the same name)."""
     lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
@@ -48,10 +49,7 @@ def exclusive(lock: str | os.PathLike, what: str) -> Iterator[None]:
         except BlockingIOError:
             raise AimfairError(f"{what} is being written by another process right now ({lock} is locked): wait "
                                "for it, or stop it; two processes must never write the same output") from None
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
+        yield
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -6,6 +6,7 @@ papermill, so every path is resolved from the repository root, found by walking 
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -23,6 +24,7 @@ PRETRAIN = WORK / "pretrain"  # seed_<seed>/best.safetensors, best.json, history
 REPAIRED = WORK / "repaired"  # real training images with the protected attribute edited: {y}_{s}/*.png
 MASKS = WORK / "masks"  # seed_<seed>/mask.json, scores.csv
 FINETUNE = WORK / "finetune"  # <strategy>/seed_<seed>/best.safetensors, history.csv, run.json
+LOCKS = WORK / ".locks"  # one lock file per training run, so that two processes never train the same one
 PARTIAL = WORK / "partial"  # the same for the Table 4 strategies (experiments/dvc.yaml, stage table4)
 REPORTS = Path("reports")  # metrics, tables and figures
 FIGURES = REPORTS / "figures"
@@ -64,4 +66,6 @@ def cosine_mask_dir(seed: int) -> Path:
 
 def finetune_dir(strategy: str, seed: int) -> Path:
     """Folder of one strategy's model for one seed."""
+    importlib.import_module("aimfair.strategies")  # registers where Table 4's strategies keep their runs
+
     return _RUN_FOLDERS.get(strategy, FINETUNE) / strategy / f"seed_{seed}"

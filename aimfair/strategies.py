@@ -27,6 +27,7 @@ import inspect
 import json
 import time
 from dataclasses import asdict, dataclass
+from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -270,7 +271,8 @@ def _code_hash(strategy: Strategy) -> str:
         try:
             digest.update(inspect.getsource(code).encode())
         except (OSError, TypeError):  # a variant class made with type(): what sets it apart is its attributes
-            digest.update(repr(sorted((k, v) for k, v in vars(code).items() if not k.startswith("_"))).encode())
+            attributes = {k: v for k, v in vars(code).items() if not k.startswith("_") and not callable(v)}
+            digest.update(repr(sorted(attributes.items())).encode())
     return digest.hexdigest()[:16]
 
 
@@ -363,15 +365,16 @@ def run_all(params: Params, root: Path, device: torch.device, progress: bool = T
     train the same run; a lock per run folder stops two separate launches from doing so either. Each run
     is seeded by itself, so the models do not depend on how many processes share the work.
     """
-    runs = [(seed, name) for seed in params.seeds for name in expand(strategies or params.finetune.strategies)]
+    names = params.finetune.strategies if strategies is None else strategies
+    runs = [(seed, name) for seed in params.seeds for name in expand(names)]
     if state is not None:
         runs = deal(runs, state.process_index, state.num_processes)
     settings: dict[int, Setting] = {}  # a seed's images load once per process
     rows = []
     for seed, name in runs:
         setting = settings.setdefault(seed, Setting(params, root, seed, device, progress))
-        folder = root / paths.finetune_dir(name, seed)
-        with io.exclusive(folder.parent / f".{folder.name}.lock", f"run {name} for seed {seed}"):
+        lock = root / paths.LOCKS / f"{name}_seed_{seed}.lock"  # outside the outputs DVC hashes
+        with io.exclusive(lock, f"run {name} for seed {seed}") if STRATEGIES[name].trains else nullcontext():
             result = run_strategy(name, setting)
             rows.append(dict(strategy=name, seed=seed, skipped=result.skipped, seconds=round(result.seconds, 1),
                              trainable_tensors=result.trainable_tensors,

@@ -30,6 +30,5 @@ def test_a_second_writer_of_a_locked_output_stops_with_a_clear_error(tmp_path):
         with pytest.raises(AimfairError, match=r"run aimfair for seed 1 is being written by another process"):
             with io.exclusive(lock, "run aimfair for seed 1"):
                 pass
-    assert not lock.exists()
     with io.exclusive(lock, "run aimfair for seed 1"):  # free again once the first writer is done
         pass

@@ -16,8 +16,8 @@ from aimfair.models import build_classifier, load_checkpoint, save_checkpoint
 from aimfair.selection import Mask, save_mask
 from aimfair.stages.evaluate import _family_rows, shown_names
 from aimfair.stages.table4 import strategies_to_train
-from aimfair.strategies import (FAMILIES, STRATEGIES, TABLE3, Setting, checkpoint_path, chosen_variant, deal,
-                                expand, get_strategy, run_all, run_strategy)
+from aimfair.strategies import (FAMILIES, STRATEGIES, TABLE3, Setting, Strategy, _code_hash, checkpoint_path,
+                                chosen_variant, deal, expand, get_strategy, register, run_all, run_strategy)
 
 CPU = torch.device("cpu")
 SEED = 1
@@ -252,6 +252,23 @@ def test_family_rows_pick_the_chosen_variant_and_average_the_draws(root):
         dict(ACC=85.0, WST=60.0, strategy="random_selection_mean", seed=SEED)
     assert shown_names(["baseline", "random_selection", "aimfair"]) == [
         "baseline", "random_selection", "random_selection_mean", "aimfair"]
+
+
+def test_adding_strategies_changes_no_existing_runs_code_hash():
+    before = {name: _code_hash(get_strategy(name)) for name in TABLE3}
+
+    @register
+    class Extra(Strategy):
+        name, summary = "extra_for_this_test", "a strategy registered after the others"
+
+    try:
+        assert {name: _code_hash(get_strategy(name)) for name in TABLE3} == before
+    finally:
+        del STRATEGIES["extra_for_this_test"]
+    variants = [v for f in FAMILIES.values() for v in f.variants]
+    hashes = [_code_hash(get_strategy(v)) for v in variants]
+    assert len(set(hashes)) == len(variants)  # each draw and block is its own run
+    assert hashes == [_code_hash(get_strategy(v)) for v in variants]  # and the same every time
 
 
 @pytest.mark.parametrize("processes", [1, 2, 3, 5])

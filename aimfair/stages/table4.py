@@ -17,7 +17,7 @@ from aimfair.config import Params
 from aimfair.errors import AimfairError
 from aimfair.stages.common import training_device
 from aimfair.stages.evaluate import Evaluation, run_evaluate, shown_names, write_evaluation
-from aimfair.strategies import TABLE3, run_all
+from aimfair.strategies import STRATEGIES, TABLE3, run_all
 
 
 @dataclass
@@ -32,7 +32,8 @@ def strategies_to_train(params: Params) -> list[str]:
     """The strategies of table4.strategies that this stage trains; those of stage finetune are read from it,
     so they must be among finetune.strategies."""
     names = params.table4.strategies
-    missing = [name for name in names if name in TABLE3 and name not in params.finetune.strategies]
+    missing = [name for name in names if name in TABLE3 and STRATEGIES[name].trains
+               and name not in params.finetune.strategies]
     if missing:
         raise AimfairError(f"table4.strategies names {missing[0]!r}, a strategy of stage finetune that "
                            "finetune.strategies does not run: add it there (dvc repro trains it) or remove it from "
