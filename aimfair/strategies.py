@@ -362,7 +362,7 @@ def run_all(params: Params, root: Path, device: torch.device, progress: bool = T
 
     With `state` (an accelerate PartialState: several processes under torchrun or accelerate launch), the
     (seed, strategy) runs are dealt out round-robin, each to exactly one process, so no two processes ever
-    train the same run; a lock per run folder stops two separate launches from doing so either. Each run
+    train the same run; a lock per run (work/.locks/) stops two separate launches from doing so either. Each run
     is seeded by itself, so the models do not depend on how many processes share the work.
     """
     names = params.finetune.strategies if strategies is None else strategies
