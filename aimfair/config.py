@@ -333,6 +333,50 @@ class Table4Params:
             _choice("table4.strategies", name, known_names())
 
 
+ABLATION_FREEZE_POINTS = ("conv1", "layer1", "layer2", "layer3", "layer4")  # ResNet-18, input side first
+
+
+@dataclass(frozen=True)
+class AblationParams:
+    """experiments/dvc.yaml, stages ablation@<name>: the paper's ablations on the pipeline's setting (opt-in).
+
+    Each list holds the knob's values to train; the pipeline's own value is read from stage finetune (its
+    aimfair or synthetic_only run), so it need not be listed. aimfair.ablations describes each one.
+    """
+
+    seeds: list[int] = field(default_factory=list)  # [] = the pipeline's seeds; else some of them
+    prompts: list[str] = field(default_factory=lambda: ["single", "25"])  # synthetic-only training, prompts per group
+    top_k: list[int] = field(default_factory=lambda: [40, 45, 50, 60])
+    amount: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])  # D_S2 size / real training set size
+    skew: list[str] = field(default_factory=lambda: ["4/6", "3/7", "2/8"])  # D_S1's skew for the mask
+    real_fraction: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.1])  # share of the real training set
+    frozen_upto: list[str] = field(default_factory=lambda: list(ABLATION_FREEZE_POINTS))
+
+    def __post_init__(self) -> None:
+        _check("ablations.seeds", len(set(self.seeds)) == len(self.seeds), "must not repeat a seed")
+        for key in ("prompts", "top_k", "amount", "skew", "real_fraction", "frozen_upto"):
+            values = getattr(self, key)
+            _check(f"ablations.{key}", len(values) > 0 and len(set(values)) == len(values),
+                   "must be a non-empty list of distinct values")
+        for value in self.prompts:
+            _check("ablations.prompts", value == "single" or (value.isdigit() and int(value) > 0),
+                   f"holds {value!r}: each value is 'single' or a positive number of contextual prompts per group")
+        for k in self.top_k:
+            _check("ablations.top_k", k > 0, f"holds {k}: each k must be positive (at most the model's tensors)")
+        for ratio in self.amount:
+            _check("ablations.amount", 0 < ratio <= 10, f"holds {ratio}: each ratio must be in (0, 10]")
+        for skew in self.skew:
+            try:
+                degree = parse_bias_degree(skew)
+            except AimfairError as e:
+                raise AimfairError(f"ablations.skew holds {skew!r}: {e}: fix it in params.yaml") from None
+            _check("ablations.skew", degree <= 1, f"holds {skew!r}: write minority:majority, e.g. 4/6, not 6/4")
+        for fraction in self.real_fraction:
+            _check("ablations.real_fraction", 0 < fraction < 1, f"holds {fraction}: each share must be in (0, 1)")
+        for point in self.frozen_upto:
+            _choice("ablations.frozen_upto", point, ABLATION_FREEZE_POINTS)
+
+
 @dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
@@ -350,10 +394,13 @@ class Params:
     repair: RepairParams = field(default_factory=RepairParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     table4: Table4Params = field(default_factory=Table4Params)
+    ablations: AblationParams = field(default_factory=AblationParams)
 
     def __post_init__(self) -> None:
         _check("seeds", len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
                "must be a non-empty list of distinct integers")
+        stray = [seed for seed in self.ablations.seeds if seed not in self.seeds]
+        _check("ablations.seeds", not stray, f"holds {stray}, not among seeds (the seeds with a biased model)")
 
 
 def _check(key: str, ok: bool, requirement: str) -> None:

@@ -1,7 +1,8 @@
 """Where each stage reads and writes, relative to the repository root.
 
 Notebooks run with the notebook's folder as working directory under JupyterLab and with the caller's under
-papermill, so every path is resolved from the repository root, found by walking up to dvc.yaml.
+papermill, so every path is resolved from the project root, found by walking up to params.yaml (the
+repository, or a paper setting folder: paper/<setting>/).
 """
 
 from __future__ import annotations
@@ -26,18 +27,22 @@ MASKS = WORK / "masks"  # seed_<seed>/mask.json, scores.csv
 FINETUNE = WORK / "finetune"  # <strategy>/seed_<seed>/best.safetensors, history.csv, run.json
 LOCKS = WORK / ".locks"  # one lock file per training run, so that two processes never train the same one
 PARTIAL = WORK / "partial"  # the same for the Table 4 strategies (experiments/dvc.yaml, stage table4)
+ABLATIONS = WORK / "ablations"  # <ablation>/: its runs, masks and pools (experiments/dvc.yaml, stages ablation@*)
 REPORTS = Path("reports")  # metrics, tables and figures
 FIGURES = REPORTS / "figures"
 TABLE4_REPORTS = REPORTS / "table4"  # stage table4's tables and metrics, as stage evaluate's in reports/
+ABLATION_REPORTS = REPORTS / "ablations"  # <ablation>/: the same for each ablation
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
-    """The nearest folder at or above `start` (default: the working directory) holding dvc.yaml."""
+    """The nearest folder at or above `start` (default: the working directory) holding params.yaml: the
+    repository itself, or one of the paper's setting folders (paper/<setting>/), each a root of its own."""
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").exists() and (folder / "params.yaml").exists():
+        if (folder / "params.yaml").exists():
             return folder
-    raise AimfairError(f"no dvc.yaml and params.yaml at or above {here}: run inside the aimfair repository")
+    raise AimfairError(f"no params.yaml at or above {here}: run inside the aimfair repository (or a paper setting "
+                       "folder)")
 
 
 def pretrain_dir(seed: int) -> Path:

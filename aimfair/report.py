@@ -324,3 +324,38 @@ def plot_family_variants(per_seed: pd.DataFrame, families: Mapping[str, tuple[st
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+ABLATION_METRICS = (("ACC", "ACC (%)"), ("WST", "WST, worst group (%)"), ("EO_paper", "EO, max gap (%) - lower is fairer"))
+
+
+def plot_ablation(per_seed: pd.DataFrame, arms: list, knob: str, title: str,
+                  paper: Mapping[str, Mapping[str, float]] | None = None) -> plt.Figure:
+    """ACC, WST and EO against an ablation's knob: per series (a line), the mean over seeds with the spread as
+    error bars; the pipeline's own value (read from stage finetune) as a star; the paper's numbers on CelebA
+    Smiling/Male, where it gives them, as hollow grey squares. `arms`: aimfair.ablations.base.Arm, in axis order."""
+    values = list(dict.fromkeys(arm.value for arm in arms))
+    fig, axes = plt.subplots(1, len(ABLATION_METRICS), figsize=(4.3 * len(ABLATION_METRICS), 3.6))
+    colours = plt.get_cmap("tab10")
+    stats = per_seed.groupby("strategy", sort=False)[[m for m, _ in ABLATION_METRICS]].agg(["mean", "std"])
+    for ax, (metric, label) in zip(axes, ABLATION_METRICS):
+        for i, series in enumerate(dict.fromkeys(arm.series for arm in arms)):
+            mine = [arm for arm in arms if arm.series == series]
+            x = [values.index(arm.value) for arm in mine]
+            mean = [stats.loc[arm.label, (metric, "mean")] for arm in mine]
+            spread = [np.nan_to_num(stats.loc[arm.label, (metric, "std")]) for arm in mine]
+            ax.errorbar(x, mean, yerr=spread, color=colours(i), marker="o", capsize=3, label=series)
+            for xi, m, arm in zip(x, mean, mine):
+                if arm.reference:
+                    ax.scatter([xi], [m], marker="*", s=160, color=colours(i), edgecolor="black", zorder=3)
+        shown = [(values.index(v), numbers[metric]) for v, numbers in (paper or {}).items()
+                 if v in values and metric in numbers]
+        if shown:
+            ax.scatter(*zip(*shown), marker="s", s=50, facecolor="none", edgecolor="grey", label="paper (CelebA)")
+        ax.set_xticks(range(len(values)), values)
+        ax.set(xlabel=knob, ylabel=label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}\n(mean ± std over seeds; star: the pipeline's own setting)", fontsize=9)
+    fig.tight_layout()
+    return fig

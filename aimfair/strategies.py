@@ -355,6 +355,24 @@ def deal(runs: list, rank: int, processes: int) -> list:
     return runs[rank::processes]
 
 
+def run_locked(name: str, setting: Setting) -> RunResult:
+    """run_strategy under a lock per run (in work/.locks/, outside the outputs DVC hashes), so that two launches
+    never train the same run; prints what happened when the setting shows progress."""
+    lock = setting.root / paths.LOCKS / f"{name}_seed_{setting.seed}.lock"
+    with io.exclusive(lock, f"run {name} for seed {setting.seed}") if STRATEGIES[name].trains else nullcontext():
+        result = run_strategy(name, setting)
+    if setting.progress:
+        done = "reused" if result.skipped else f"trained in {result.seconds:.0f} s"
+        print(f"seed {setting.seed} {name:28s} {done}")
+    return result
+
+
+def run_row(result: RunResult) -> dict:
+    """A run as a table row."""
+    return dict(strategy=result.strategy, seed=result.seed, skipped=result.skipped, seconds=round(result.seconds, 1),
+                trainable_tensors=result.trainable_tensors, trainable_entries=result.trainable_entries)
+
+
 def run_all(params: Params, root: Path, device: torch.device, progress: bool = True,
             strategies: list[str] | None = None, state=None) -> pd.DataFrame:
     """Every strategy (default: params.finetune.strategies; a family stands for its variants) for every seed;
@@ -372,16 +390,8 @@ def run_all(params: Params, root: Path, device: torch.device, progress: bool = T
     settings: dict[int, Setting] = {}  # a seed's images load once per process
     rows = []
     for seed, name in runs:
-        setting = settings.setdefault(seed, Setting(params, root, seed, device, progress))
-        lock = root / paths.LOCKS / f"{name}_seed_{seed}.lock"  # outside the outputs DVC hashes
-        with io.exclusive(lock, f"run {name} for seed {seed}") if STRATEGIES[name].trains else nullcontext():
-            result = run_strategy(name, setting)
-            rows.append(dict(strategy=name, seed=seed, skipped=result.skipped, seconds=round(result.seconds, 1),
-                             trainable_tensors=result.trainable_tensors,
-                             trainable_entries=result.trainable_entries))
-            if progress:
-                done = "reused" if result.skipped else f"trained in {result.seconds:.0f} s"
-                print(f"seed {seed} {name:28s} {done}")
+        result = run_locked(name, settings.setdefault(seed, Setting(params, root, seed, device, progress)))
+        rows.append(run_row(result))
     if state is not None:
         state.wait_for_everyone()  # the caller may read every run once this returns
     return pd.DataFrame(rows)

@@ -2,7 +2,6 @@
 in a temporary copy of the repository (a fresh clone: no data/, no DVC remote, no outputs)."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from tests.builders import fresh_clone, merge, run_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -23,54 +24,41 @@ TOY = {
     "fidelity": {"per_group": 20, "epochs": 1},
     "pretrain": {"input_size": 16, "epochs": 2, "milestones": [1], "batch_size": 32, "threads": 1},
     "finetune": {"epochs": 1, "batch_size": 16},
+    "ablations": {"prompts": ["single", "2"], "top_k": [50, 60], "amount": [0.5, 1.0], "skew": ["3/7"],
+                  "real_fraction": [0.5], "frozen_upto": ["layer3"]},
 }
-
-
-def _merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+ABLATION_ROWS = {  # the rows of each ablation's table at the toy settings above
+    "prompts": ["1 plain prompt", "2 contextual", "50 contextual (pipeline)"],
+    "top_k": ["k=50", "k=55 (pipeline)", "k=60"],
+    "amount": ["0.5× real", "0.60× real (pipeline)", "1× real"],
+    "skew": ["D_S1 3:7", "D_S1 1:9 (pipeline)"],
+    "real_fraction": ["baseline, 100% real (pipeline)", "AIM-Fair, 100% real (pipeline)", "baseline, 50% real",
+                      "AIM-Fair, 50% real"],
+    "frozen_upto": ["nothing frozen (full_ft)", "frozen up to layer3", "AIM-Fair's mask (pipeline)"],
+}
 
 
 @pytest.fixture(scope="module")
 def toy_repo(tmp_path_factory) -> tuple[Path, dict]:
     if shutil.which("git") is None:
         pytest.skip("git is needed to make a repository copy")
-    repo = tmp_path_factory.mktemp("clone") / "aimfair"
-    # a fresh clone: the tracked files and nothing else
-    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(repo)], check=True)
-    for path in subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.split():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / path, repo / path)  # uncommitted work under test
-    for path in subprocess.run(["git", "diff", "HEAD", "--name-only"], cwd=ROOT, capture_output=True, text=True,
-                               check=True).stdout.split():
-        if (ROOT / path).exists():
-            shutil.copy2(ROOT / path, repo / path)
+    repo, env = fresh_clone(tmp_path_factory.mktemp("clone") / "aimfair")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, TOY), sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(repo), MPLBACKEND="Agg")
+    (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, TOY), sort_keys=False))
     return repo, env
 
 
 def test_a_fresh_clone_has_the_trained_generator_up_to_date(toy_repo):
     repo, env = toy_repo
     assert (repo / "models" / "tinyfaces_t2i" / "model.safetensors").exists()  # committed, a few MB
-    status = _run([sys.executable, "-m", "dvc", "status", "generator"], repo, env).stdout
+    status = run_ok([sys.executable, "-m", "dvc", "status", "generator"], repo, env).stdout
     assert "up to date" in status, status
 
 
 def test_dvc_repro_runs_every_stage_and_writes_the_report(toy_repo):
     repo, env = toy_repo
     assert not (repo / "data").exists(), "the default pipeline must not need data/"
-    out = _run([sys.executable, "-m", "dvc", "repro"], repo, env).stdout
+    out = run_ok([sys.executable, "-m", "dvc", "repro"], repo, env).stdout
     assert "Running stage 'generator'" not in out  # 13 minutes saved: the checkpoint is committed
 
     prompts = json.loads((repo / "work" / "prompts" / "prompts.json").read_text())
@@ -125,19 +113,20 @@ def test_dvc_repro_runs_every_stage_and_writes_the_report(toy_repo):
 def test_pipeline_is_up_to_date_afterwards_and_metrics_show(toy_repo):
     repo, env = toy_repo
     # data.dvc is "not in cache" in a fresh clone without a remote: the pipeline itself must be clean
-    status = _run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], repo, env).stdout
+    status = run_ok([sys.executable, "-m", "dvc", "status", "dvc.yaml"], repo, env).stdout
     assert "changed" not in status and "modified" not in status, status
-    shown = _run([sys.executable, "-m", "dvc", "metrics", "show"], repo, env).stdout
+    shown = run_ok([sys.executable, "-m", "dvc", "metrics", "show"], repo, env).stdout
     assert "baseline.paper.WST" in shown and "lowest_both" in shown
 
 
-def test_the_table4_experiment_runs_on_top_of_the_pipeline(toy_repo):
+def test_table4_and_the_ablations_run_on_top_of_the_pipeline(toy_repo):
     repo, env = toy_repo
     for seed in (1, 2):
         cosine = json.loads((repo / "work" / "masks" / f"seed_{seed}" / "cosine" / "mask.json").read_text())
         assert cosine["rule"] == "cosine" and 0 < cosine["n_selected"] <= 55
-    out = _run([sys.executable, "-m", "dvc", "repro", "experiments/dvc.yaml"], repo, env).stdout
+    out = run_ok([sys.executable, "-m", "dvc", "repro", "experiments/dvc.yaml"], repo, env).stdout
     assert "Running stage 'experiments/dvc.yaml:table4'" in out and "Running stage 'finetune'" not in out
+    assert all(f"Running stage 'experiments/dvc.yaml:ablation@{name}'" in out for name in ABLATION_ROWS)
     nb = json.loads((repo / "outputs" / "notebooks" / "08_table4.ipynb").read_text())
     assert not nb["metadata"]["papermill"]["exception"]
     table = (repo / "reports" / "table4" / "table.md").read_text()
@@ -151,7 +140,19 @@ def test_the_table4_experiment_runs_on_top_of_the_pipeline(toy_repo):
     assert len(list((repo / "work" / "partial").glob("*/seed_*/run.json"))) == 2 * 12
     for figure in ("table4/variants.png", "table4/accuracy_vs_fairness.png"):
         assert (repo / "reports" / "figures" / figure).stat().st_size > 1000
-    status = _run([sys.executable, "-m", "dvc", "status", "experiments/dvc.yaml", "dvc.yaml"], repo, env).stdout
+    for name, rows in ABLATION_ROWS.items():
+        nb = json.loads((repo / "outputs" / "notebooks" / f"09_ablation_{name}.ipynb").read_text())
+        assert not nb["metadata"]["papermill"]["exception"], name
+        table = (repo / "reports" / "ablations" / name / "table.md").read_text()
+        assert all(f"| {row} |" in table for row in rows), (name, table)
+        assert json.loads((repo / "reports" / "ablations" / name / "metrics.json").read_text()).keys() == set(rows)
+        assert (repo / "reports" / "figures" / "ablations" / f"{name}.png").stat().st_size > 1000
+    # one run per trained row and seed, in the ablation's own folder (real_fraction: its biased models too)
+    trained = {name: len(list((repo / "work" / "ablations" / name).glob("*/seed_*/run.json"))) for name in ABLATION_ROWS}
+    assert trained == dict(prompts=4, top_k=4, amount=4, skew=2, real_fraction=4, frozen_upto=2)
+    pool = pd.read_csv(repo / "work" / "ablations" / "prompts" / "single" / "pool" / "manifest.csv")
+    assert pool.groupby("group")["prompt"].nunique().eq(1).all() and pool["prompt"].str.startswith("Portrait").all()
+    status = run_ok([sys.executable, "-m", "dvc", "status", "experiments/dvc.yaml", "dvc.yaml"], repo, env).stdout
     assert "changed" not in status and "modified" not in status, status
 
 
@@ -163,10 +164,10 @@ def test_two_processes_train_the_same_models_as_one(toy_repo):
     serial = {run: (run / "best.safetensors").read_bytes() for run in runs}
     for run in runs:
         shutil.rmtree(run)
-    out = _run([torchrun, "--nproc_per_node", "2", "-m", "aimfair", "finetune"], repo, env).stdout
+    out = run_ok([torchrun, "--nproc_per_node", "2", "-m", "aimfair", "finetune"], repo, env).stdout
     assert out.count("trained in") == len(runs)  # each retrained once, by one of the two processes
     assert all((run / "best.safetensors").read_bytes() == serial[run] for run in runs)
-    status = _run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], repo, env).stdout
+    status = run_ok([sys.executable, "-m", "dvc", "status", "dvc.yaml"], repo, env).stdout
     assert "changed" not in status and "modified" not in status, status  # the very same outputs
 
 
@@ -177,7 +178,7 @@ def test_a_new_seed_reruns_only_that_seed_and_evaluation(toy_repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     earlier_run = repo / "work" / "finetune" / "aimfair" / "seed_1" / "best.safetensors"
     earlier = earlier_run.stat().st_mtime_ns
-    out = _run([sys.executable, "-m", "dvc", "repro"], repo, env).stdout
+    out = run_ok([sys.executable, "-m", "dvc", "repro"], repo, env).stdout
     assert "Running stage 'pretrain@3'" in out and "Running stage 'evaluate'" in out
     assert "Running stage 'pretrain@1'" not in out and "Running stage 'data'" not in out
     # the finetune stage reruns, but reuses the runs of the seeds it already has
@@ -193,7 +194,7 @@ def test_the_same_pipeline_runs_on_a_celeba_format_dataset_under_data(toy_repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(dataset="celeba", root="data/celeba", target="Young", sensitive="Male", bias_degree="1/3")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run([sys.executable, "-m", "dvc", "repro", "dvc.yaml"], repo, env)
+    run_ok([sys.executable, "-m", "dvc", "repro", "dvc.yaml"], repo, env)
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())["baseline"]
     assert metrics["setting"] == "celeba Young/Male bias 1/3" and metrics["n_seeds"] == 3
     split = json.loads((repo / "work" / "splits" / "split.json").read_text())

@@ -15,61 +15,18 @@ from PIL import Image
 
 from aimfair.errors import AimfairError
 from aimfair.generate.sd import PRESETS, load_stable_diffusion
+from tests.builders import NATIVE, save_tiny_sd, tiny_tokenizer
 
-NATIVE = 16  # latent 8 px x VAE scale 2
 OUT = 12  # the output side the tests ask for: a real LANCZOS resize, still tiny
 PROMPTS = ["portrait photo of a smiling woman", "portrait photo of a man, not smiling", "a smiling man",
            "a woman with glasses"]
 SEEDS = [11, 22, 33, 44]
 
 
-def byte_level_alphabet() -> list[str]:
-    """The 256 printable characters that byte-level BPE (GPT-2, CLIP) maps the bytes 0-255 to."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = [b for b in range(256) if b not in printable]
-    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
-
-
-def tiny_tokenizer(folder):
-    """A CLIP tokenizer that spells every word letter by letter: the alphabet, each letter also as a word end."""
-    from transformers import CLIPTokenizer
-
-    folder.mkdir(parents=True)
-    alphabet = byte_level_alphabet()
-    tokens = ["<|startoftext|>", "<|endoftext|>", *alphabet, *(c + "</w>" for c in alphabet)]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")  # no merges: one token per character
-    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=77)
-
-
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory):
     """A tiny random SD pipeline saved as a diffusers folder, as one copied from the Hub would be."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    root = tmp_path_factory.mktemp("sd")
-    tokenizer = tiny_tokenizer(root / "vocab")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=NATIVE // 2, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=(2, 4), norm_num_groups=8)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64), norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=NATIVE)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    # SD 2.1 base's schedule; save it as PNDM, as the Hub's folder does, so the presets must swap the sampler
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    folder = root / "tiny-sd"
-    pipe.save_pretrained(folder)
-    return folder
+    return save_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny-sd")
 
 
 def max_difference(a: np.ndarray, b: np.ndarray) -> int:

@@ -47,30 +47,45 @@ def run_evaluate(params: Params, root: Path, progress: bool = True,
     A family is evaluated as all its variants, then gets rows of its own: per seed, its chosen variant's
     (best validation accuracy), and with report_mean, `<family>_mean`, the variants' metrics averaged.
     """
-    split = params.evaluate.split
     names = strategies or params.finetune.strategies
-    by_size: dict[int, ImageSet] = {}  # each checkpoint is evaluated at the input size it was trained at
-    rows, preds = [], []
+    checkpoints = {}
     for name in expand(names):
         for seed in params.seeds:
-            checkpoint = checkpoint_path(root, name, seed)
+            checkpoints[name, seed] = checkpoint = checkpoint_path(root, name, seed)
             if not checkpoint.exists():
                 stage = "pretrain" if not STRATEGIES[name].trains else "finetune"
                 raise AimfairError(f"no model of strategy {name} for seed {seed} at {checkpoint}: run the {stage} "
                                    "stage (dvc repro) or remove the seed or strategy from params.yaml")
-            size = int(read_sidecar(checkpoint)["input_size"])
-            if size not in by_size:
-                by_size[size] = load_images(params, root, split, size, progress)
-            pred = predict_checkpoint(params, checkpoint, by_size[size])
-            rows.append(dict(strategy=name, seed=seed, **fairness_metrics(pred["y"], pred["s"], pred["pred"])))
-            preds.append(pred.assign(strategy=name, seed=seed))
+    result = evaluate_checkpoints(params, root, checkpoints, progress)
+    metric_columns = [c for c in result.per_seed.columns if c not in ("strategy", "seed")]
+    per_seed = pd.concat([result.per_seed] + [_family_rows(result.per_seed, FAMILIES[n], root, metric_columns)
+                                              for n in names if n in FAMILIES], ignore_index=True)
+    return Evaluation(per_seed=per_seed, predictions=result.predictions, aggregate=_aggregate(per_seed))
+
+
+def evaluate_checkpoints(params: Params, root: Path, checkpoints: dict[tuple[str, int], Path],
+                         progress: bool = True) -> Evaluation:
+    """Metrics of each checkpoint ({(row name, seed): file}) on evaluate.split, and their aggregation over seeds
+    per row name."""
+    split = params.evaluate.split
+    by_size: dict[int, ImageSet] = {}  # each checkpoint is evaluated at the input size it was trained at
+    rows, preds = [], []
+    for (name, seed), checkpoint in checkpoints.items():
+        size = int(read_sidecar(checkpoint)["input_size"])
+        if size not in by_size:
+            by_size[size] = load_images(params, root, split, size, progress)
+        pred = predict_checkpoint(params, checkpoint, by_size[size])
+        rows.append(dict(strategy=name, seed=seed, **fairness_metrics(pred["y"], pred["s"], pred["pred"])))
+        preds.append(pred.assign(strategy=name, seed=seed))
     per_seed = pd.DataFrame(rows)
-    metric_columns = [c for c in per_seed.columns if c not in ("strategy", "seed")]
-    per_seed = pd.concat([per_seed] + [_family_rows(per_seed, FAMILIES[n], root, metric_columns)
-                                       for n in names if n in FAMILIES], ignore_index=True)
-    aggregate = {name: aggregate_seeds(group[metric_columns].to_dict("records"))
-                 for name, group in per_seed.groupby("strategy", sort=False)}
-    return Evaluation(per_seed=per_seed, predictions=pd.concat(preds, ignore_index=True), aggregate=aggregate)
+    return Evaluation(per_seed=per_seed, predictions=pd.concat(preds, ignore_index=True),
+                      aggregate=_aggregate(per_seed))
+
+
+def _aggregate(per_seed: pd.DataFrame) -> dict[str, dict]:
+    metric_columns = [c for c in per_seed.columns if c not in ("strategy", "seed", "variant")]
+    return {name: aggregate_seeds(group[metric_columns].to_dict("records"))
+            for name, group in per_seed.groupby("strategy", sort=False)}
 
 
 def _family_rows(per_seed: pd.DataFrame, family, root: Path, metric_columns: list[str]) -> pd.DataFrame:

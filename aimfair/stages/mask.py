@@ -40,45 +40,56 @@ class MaskResult:
     seconds: float  # the three gradient passes and the selection
 
 
+def biased_model(params: Params, checkpoint: Path):
+    """The seed's biased classifier, loaded from `checkpoint`."""
+    model = build_classifier(params.pretrain.arch, "none")
+    load_checkpoint(model, checkpoint)
+    return model
+
+
+def set_gradients(params: Params, model, sets: dict, device: torch.device, progress: bool = True) -> dict:
+    """The dataset-mean gradients of `model` on each of `sets` (selection's batch size, BatchNorm mode and
+    order seed), in full float32."""
+    sel = params.selection
+    with full_float32():
+        return {name: mean_gradients(model, images, device, sel.batch_size, sel.bn_mode, sel.seed, progress)
+                for name, images in sets.items()}
+
+
 def run_mask(params: Params, root: Path, seed: int, progress: bool = True) -> MaskResult:
     """Gradients of the seed's biased model on D_R, D_S1 and D_S2; scores and mask in work/masks/seed_<seed>/,
     and the cosine-rule tensor mask of Table 4's aimfair_cosine in its subfolder cosine/."""
     sel, p = params.selection, params.pretrain
     device = setup_torch(p.threads, p.device)
     setting = Setting(params, root, seed, device, progress)
-    model = build_classifier(p.arch, "none")
-    load_checkpoint(model, setting.biased_checkpoint)
+    model = biased_model(params, setting.biased_checkpoint)
     sets = dict(real=setting.real_train, biased_synthetic=setting.synthetic["biased"],
                 balanced_synthetic=setting.synthetic["balanced"])
     started = time.perf_counter()
-    with full_float32():
-        gradients = {name: mean_gradients(model, images, device, sel.batch_size, sel.bn_mode, sel.seed, progress)
-                     for name, images in sets.items()}
+    gradients = set_gradients(params, model, sets, device, progress)
     scores = sensitivity_scores(gradients, sel.rule)
-    elements = None
     if sel.granularity == "tensor":
-        chosen = select_tensors(scores, sel.top_k)
+        mask = tensor_mask(scores, model, p.arch, sel.top_k, sel.rule)
     else:
         elements = select_elements(gradients, sel.element_fraction)
         chosen = [name for name in scores["name"] if name in elements]
+        scores["selected"] = scores["name"].isin(chosen)
+        mask = Mask(arch=p.arch, tensors=chosen, shapes={n: list(q.shape) for n, q in model.named_parameters()},
+                    rule=sel.rule, granularity=sel.granularity, top_k=sel.top_k, elements=elements)
     seconds = time.perf_counter() - started
-    scores["selected"] = scores["name"].isin(chosen)
-    mask = Mask(arch=p.arch, tensors=chosen, shapes={n: list(q.shape) for n, q in model.named_parameters()},
-                rule=sel.rule, granularity=sel.granularity, top_k=sel.top_k, elements=elements)
     save_mask(mask, root / paths.mask_dir(seed), scores)
-    save_cosine_mask(gradients, model, p.arch, sel.top_k, root / paths.cosine_mask_dir(seed))
+    cosine = sensitivity_scores(gradients, "cosine")
+    try:
+        cosine_mask = tensor_mask(cosine, model, p.arch, sel.top_k, "cosine")
+    except AimfairError as e:
+        raise AimfairError(f"the cosine-rule mask for Table 4's aimfair_cosine (written beside the mask): {e}") from None
+    save_mask(cosine_mask, root / paths.cosine_mask_dir(seed), cosine)
     return MaskResult(scores, mask, seconds)
 
 
-def save_cosine_mask(gradients: dict, model, arch: str, top_k: int, folder: Path) -> Mask:
-    """The tensor mask by the cosine rule from the same gradients, for the aimfair_cosine strategy (Table 4)."""
-    scores = sensitivity_scores(gradients, "cosine")
-    try:
-        chosen = select_tensors(scores, top_k)
-    except AimfairError as e:
-        raise AimfairError(f"the cosine-rule mask for Table 4's aimfair_cosine (written beside the mask): {e}") from None
+def tensor_mask(scores: pd.DataFrame, model, arch: str, top_k: int, rule: str) -> Mask:
+    """The tensor mask (top-k smallest domain ∩ top-k largest bias scores); marks `scores`' selected column."""
+    chosen = select_tensors(scores, top_k)
     scores["selected"] = scores["name"].isin(chosen)
-    mask = Mask(arch=arch, tensors=chosen, shapes={n: list(q.shape) for n, q in model.named_parameters()},
-                rule="cosine", granularity="tensor", top_k=top_k)
-    save_mask(mask, folder, scores)
-    return mask
+    return Mask(arch=arch, tensors=chosen, shapes={n: list(q.shape) for n, q in model.named_parameters()},
+                rule=rule, granularity="tensor", top_k=top_k)

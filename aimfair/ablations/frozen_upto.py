@@ -1,0 +1,44 @@
+"""Layer-wise freezing: fine-tune the biased model with its first stages frozen, from the input side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from aimfair.ablations.base import Ablation, Arm, register_ablation
+from aimfair.config import ABLATION_FREEZE_POINTS, Params
+from aimfair.selection import freeze_except
+from aimfair.strategies import Setting, Strategy
+
+_STAGE_PREFIXES = {"conv1": ("conv1.", "bn1."), "layer1": ("layer1.",), "layer2": ("layer2.",),
+                   "layer3": ("layer3.",), "layer4": ("layer4.",)}  # "conv1": the stem, convolution and its norm
+
+
+class FreezeUpTo(Strategy):
+    """Everything from the input up to and including stage `upto` frozen; the rest (always fc) fine-tuned."""
+
+    upto: str
+
+    def restrict(self, model: nn.Module, setting: Setting) -> None:
+        frozen = tuple(p for point in ABLATION_FREEZE_POINTS[:ABLATION_FREEZE_POINTS.index(self.upto) + 1]
+                       for p in _STAGE_PREFIXES[point])
+        freeze_except(model, [name for name, _ in model.named_parameters() if not name.startswith(frozen)])
+
+
+@register_ablation
+class FrozenUpTo(Ablation):
+    name = "frozen_upto"
+    title = "Layer-wise freezing: the first stages of the biased model frozen, the rest fine-tuned"
+    knob = "frozen from the input up to"
+    paper_direction = ("the paper's per-layer figure: which layers are updated matters, and no fixed cut matches "
+                       "the selective mask")
+
+    def arms(self, params: Params, root: Path) -> list[Arm]:
+        arms = [Arm("nothing frozen (full_ft)", "none", "full_ft", series="frozen up to", reference=True)]
+        arms += [Arm(f"frozen up to {point}", point,
+                     self.variant(FreezeUpTo, point, f"fine-tuned with the stages up to {point} frozen", upto=point),
+                     series="frozen up to")
+                 for point in ABLATION_FREEZE_POINTS if point in params.ablations.frozen_upto]
+        arms.append(Arm("AIM-Fair's mask (pipeline)", "mask", "aimfair", reference=True))
+        return arms
