@@ -233,9 +233,29 @@ def _add_notebook(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _add_check(commands: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from aimfair.preflight import missing_inputs
+
+        params, root = _load(args)
+        problems = missing_inputs(params, root)
+        for problem in problems:
+            print(f"missing: {problem}", file=sys.stderr)
+        if problems:
+            raise AimfairError(f"{len(problems)} input(s) of {args.params} are missing or incomplete (listed above): "
+                               "provide them and run `aimfair check` again")
+        print(f"ready: every input of {args.params} is in place ({params.data.dataset} {params.data.target}/"
+              f"{params.data.sensitive}, generate.model {params.generate.model})")
+        return 0
+
+    _stage_parser(commands, "check", "check that a setting's dataset files and weights are all in place, before a "
+                                     "long run").set_defaults(run=run)
+
+
 # Each entry adds one subcommand; its parser sets `run`, the function that executes it.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_split,
+    _add_check,
     _stage_command("world", "render the built-in tinyfaces world", _world),
     _stage_command("data", "stage 00: write the biased train split, val and test", _data),
     _stage_command("prompts", "stage 01: contextual prompts per group", _prompts),

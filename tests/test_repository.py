@@ -95,3 +95,42 @@ def test_readme_shows_the_committed_results_of_table_4():
         line = next((line for line in section.splitlines() if line.startswith((f"| {name} ", f"| **{name}**"))), "")
         assert shown in line, f"README's Table 4 row of {name} is stale: {shown}"
 
+
+
+PAPER_STAGES = ("data", "prompts", "generate", "repair", "pretrain", "mask", "finetune", "evaluate")
+
+
+def test_the_paper_pipeline_has_the_default_pipelines_stages_dependencies_and_params():
+    main = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    paper = yaml.safe_load((ROOT / "paper" / "dvc.yaml").read_text())["stages"]
+    assert tuple(paper) == PAPER_STAGES
+    moved = {"${data.root}": "../../data", "models/tinyfaces_t2i": "../../models/stable-diffusion-2-1-base"}
+    for name in PAPER_STAGES:
+        ours, theirs = main[name].get("do", main[name]), paper[name].get("do", paper[name])
+        expected = [moved.get(d, "../../" + d if d.startswith(("aimfair", "notebooks")) else d) for d in ours["deps"]]
+        assert theirs["deps"] == expected, f"paper/dvc.yaml stage {name}: its deps drifted from dvc.yaml's"
+        assert theirs["params"] == ours["params"], f"paper/dvc.yaml stage {name}: its params drifted from dvc.yaml's"
+
+
+def test_every_paper_setting_lists_what_its_stages_track_and_the_papers_protocol():
+    from aimfair.config import load_params
+
+    pipeline = yaml.safe_load((ROOT / "paper" / "dvc.yaml").read_text())
+    settings, seeds = pipeline["vars"][0]["settings"], pipeline["vars"][0]["seeds"]
+    assert seeds == list(range(100, 1001, 100))
+    tracked = {p for stage in pipeline["stages"].values() for p in stage.get("do", stage)["params"]}
+    for setting in settings:
+        data = yaml.safe_load((ROOT / "paper" / setting / "params.yaml").read_text())
+        for key in tracked:  # DVC refuses a stage whose params file lacks one of its keys
+            value = data
+            for part in key.split("."):
+                assert part in value, f"paper/{setting}/params.yaml lacks {key}, which paper/dvc.yaml tracks"
+                value = value[part]
+        p = load_params(ROOT / "paper" / setting / "params.yaml")
+        dataset, target, sensitive = setting.split("_")
+        assert (p.data.dataset, p.data.target.lower(), p.data.sensitive.lower()) == (dataset, target, sensitive)
+        assert p.seeds == seeds and p.data.root == f"../../data/{dataset}" and p.data.bias_degree == "1/9"
+        assert (p.pretrain.pretrained, p.pretrain.input_size, p.pretrain.epochs, p.pretrain.milestones) == (
+            "imagenet", 224, 15, [10])
+        assert (p.finetune.epochs, p.finetune.lr, p.selection.top_k, p.generate.preset) == (10, 0.06, 55, "paper")
+        assert p.synthetic.balanced_per_group == 5000 and p.synthetic.biased_size == p.data.n_train

@@ -1,0 +1,86 @@
+"""GPU time of the paper settings (paper/), estimated from their params and measured throughput.
+
+What it counts, per setting, from paper/<setting>/params.yaml and aimfair's own sizing rules:
+* images to generate: the pool (per group, the larger of what D_S2 and D_S1 draw) and the repairing edits
+  (each minority group filled up to the majority's size, an edit costing `repair.strength` of a full sample);
+* images passed through ResNet-18 in training: pretraining and the fidelity oracles, the mask's three gradient
+  passes, and every strategy's fine-tuning (a new model trains with section pretrain's epochs, the others with
+  section finetune's), for every seed.
+
+Training images are converted to hours with the throughput measured by benchmarks/training_throughput.py
+(docs/training_throughput_h100.json: ResNet-18 at 224 px on an H100, full fine-tuning, the slower of the two
+rows). Generation needs Stable Diffusion's rate on your GPU, which this project has not measured (no weights
+here): run benchmarks/sd_throughput.py there and pass its images/s as --sd-images-per-s.
+
+    .venv/bin/python benchmarks/paper_gpu_time.py --json docs/paper_gpu_time.json
+    .venv/bin/python benchmarks/paper_gpu_time.py --sd-images-per-s 2.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from aimfair.config import load_params
+from aimfair.data.splits import group_quotas
+from aimfair.stages.generate import pool_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+ORACLES = 2  # the fidelity stage trains one oracle for the target and one for the protected attribute
+
+
+def workload(params_file: Path) -> dict:
+    """Images generated and images trained on for one setting."""
+    p = load_params(params_file)
+    pool = sum(pool_plan(p).values())
+    real = group_quotas(p.data.bias_degree, p.data.n_train)
+    majority, minority = max(real.values()), min(real.values())
+    edits = 2 * (majority - minority)  # the two minority groups filled up to the majority's size
+    balanced = 4 * p.synthetic.balanced_per_group
+    n, seeds = p.data.n_train, len(p.seeds)
+    new_model, finetune = p.pretrain.epochs, p.finetune.epochs
+    per_seed = {
+        "pretrain": new_model * n,
+        "mask": n + p.synthetic.biased_size + balanced,
+        "synthetic_only": new_model * balanced,
+        "supplementation": new_model * (n + balanced),
+        "repairing": new_model * (n + edits),
+        "linear_probe": finetune * balanced,
+        "full_ft": finetune * balanced,
+        "aimfair": finetune * balanced,
+    }
+    once = {"fidelity_oracles": ORACLES * p.fidelity.epochs * 4 * p.fidelity.per_group}
+    return dict(pool_images=pool, repair_edits=edits, sample_equivalents=pool + p.repair.strength * edits,
+                seeds=seeds, training_images=sum(per_seed.values()) * seeds + sum(once.values()),
+                training_per_seed=per_seed, training_once=once)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sd-images-per-s", type=float, default=None,
+                        help="Stable Diffusion's rate on your GPU at the paper preset (benchmarks/sd_throughput.py)")
+    parser.add_argument("--throughput", type=Path, default=ROOT / "docs" / "training_throughput_h100.json")
+    parser.add_argument("--json", type=Path, default=None, help="write the estimate here")
+    args = parser.parse_args()
+    measured = json.loads(args.throughput.read_text())
+    rate = min(r["images_per_s"] for r in measured["rows"] if r["size"] == 224)
+    rows = {}
+    for params_file in sorted((ROOT / "paper").glob("*/params.yaml")):
+        w = workload(params_file)
+        w["training_hours"] = round(w["training_images"] / rate / 3600, 2)
+        if args.sd_images_per_s:
+            w["generation_hours"] = round(w["sample_equivalents"] / args.sd_images_per_s / 3600, 2)
+        rows[params_file.parent.name] = w
+        gen = (f"{w['generation_hours']:6.1f} h generating" if "generation_hours" in w
+               else "generation: images / (your SD images/s)")
+        print(f"{params_file.parent.name:22s} {w['pool_images']:6d} pool images + {w['repair_edits']:6d} edits; "
+              f"{w['training_images'] / 1e6:5.1f} M training images = {w['training_hours']:5.1f} h at {rate:.0f} "
+              f"images/s; {gen}")
+    if args.json:
+        args.json.write_text(json.dumps(dict(throughput=dict(device=measured["device"], images_per_s=rate),
+                                             sd_images_per_s=args.sd_images_per_s, settings=rows), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
