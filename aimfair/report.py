@@ -326,7 +326,7 @@ def plot_family_variants(per_seed: pd.DataFrame, families: Mapping[str, tuple[st
     return fig
 
 
-ABLATION_METRICS = (("ACC", "ACC (%)"), ("WST", "WST, worst group (%)"), ("EO_paper", "EO, max gap (%) - lower is fairer"))
+ABLATION_METRICS = (("ACC", "ACC (%)"), ("WST", "WST, worst group (%)"), ("EO_paper", "EO (%), lower is fairer"))
 
 
 def plot_ablation(per_seed: pd.DataFrame, arms: list, knob: str, title: str,

@@ -30,7 +30,7 @@ TOY = {
 ABLATION_ROWS = {  # the rows of each ablation's table at the toy settings above
     "prompts": ["1 plain prompt", "2 contextual", "50 contextual (pipeline)"],
     "top_k": ["k=50", "k=55 (pipeline)", "k=60"],
-    "amount": ["0.5× real", "0.60× real (pipeline)", "1× real"],
+    "amount": ["0.30× real (pipeline)", "0.5× real", "1× real"],
     "skew": ["D_S1 3:7", "D_S1 1:9 (pipeline)"],
     "real_fraction": ["baseline, 100% real (pipeline)", "AIM-Fair, 100% real (pipeline)", "baseline, 50% real",
                       "AIM-Fair, 50% real"],
@@ -127,6 +127,10 @@ def test_table4_and_the_ablations_run_on_top_of_the_pipeline(toy_repo):
     out = run_ok([sys.executable, "-m", "dvc", "repro", "experiments/dvc.yaml"], repo, env).stdout
     assert "Running stage 'experiments/dvc.yaml:table4'" in out and "Running stage 'finetune'" not in out
     assert all(f"Running stage 'experiments/dvc.yaml:ablation@{name}'" in out for name in ABLATION_ROWS)
+    assert "Running stage 'experiments/dvc.yaml:paper_figures'" in out
+    beside = (repo / "reports" / "paper" / "beside_paper.md").read_text()
+    assert "| aimfair |" in beside and "| k=60 |" in beside and "not run" not in beside
+    assert (repo / "reports" / "figures" / "paper" / "table3.png").stat().st_size > 1000
     nb = json.loads((repo / "outputs" / "notebooks" / "08_table4.ipynb").read_text())
     assert not nb["metadata"]["papermill"]["exception"]
     table = (repo / "reports" / "table4" / "table.md").read_text()
