@@ -248,8 +248,12 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
               f"{params.data.sensitive}, generate.model {params.generate.model})")
         return 0
 
-    _stage_parser(commands, "check", "check that a setting's dataset files and weights are all in place, before a "
-                                     "long run").set_defaults(run=run)
+    parser = commands.add_parser("check", help="list every missing or incomplete input of a setting, before a long run",
+                                 description="Check that the dataset files (and that their labels fill the split), the "
+                                             "diffusion weights and the ImageNet weights of a setting are in place; "
+                                             "lists every problem at once and exits with status 2 if there is one.")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.set_defaults(run=run)
 
 
 # Each entry adds one subcommand; its parser sets `run`, the function that executes it.

@@ -334,6 +334,7 @@ class Table4Params:
 
 
 ABLATION_FREEZE_POINTS = ("conv1", "layer1", "layer2", "layer3", "layer4")  # ResNet-18, input side first
+RESNET18_TENSORS = 62  # named parameter tensors of ResNet-18 with one logit (pretrain.arch allows only it)
 
 
 @dataclass(frozen=True)
@@ -362,7 +363,8 @@ class AblationParams:
             _check("ablations.prompts", value == "single" or (value.isdigit() and int(value) > 0),
                    f"holds {value!r}: each value is 'single' or a positive number of contextual prompts per group")
         for k in self.top_k:
-            _check("ablations.top_k", k > 0, f"holds {k}: each k must be positive (at most the model's tensors)")
+            _check("ablations.top_k", 0 < k <= RESNET18_TENSORS, f"holds {k}: each k must be in 1..{RESNET18_TENSORS} "
+                   "(ResNet-18's parameter tensors)")
         for ratio in self.amount:
             _check("ablations.amount", 0 < ratio <= 10, f"holds {ratio}: each ratio must be in (0, 10]")
         for skew in self.skew:
@@ -371,6 +373,10 @@ class AblationParams:
             except AimfairError as e:
                 raise AimfairError(f"ablations.skew holds {skew!r}: {e}: fix it in params.yaml") from None
             _check("ablations.skew", degree <= 1, f"holds {skew!r}: write minority:majority, e.g. 4/6, not 6/4")
+        _check("ablations.skew", len({parse_bias_degree(s) for s in self.skew}) == len(self.skew),
+               f"holds the same ratio twice ({', '.join(self.skew)}): 1/4 and 2/8 are one skew")
+        _check("ablations.real_fraction", len({f"{f:.4g}" for f in self.real_fraction}) == len(self.real_fraction),
+               "holds shares too close to tell apart: keep them 0.01 % apart or more")
         for fraction in self.real_fraction:
             _check("ablations.real_fraction", 0 < fraction < 1, f"holds {fraction}: each share must be in (0, 1)")
         for point in self.frozen_upto:

@@ -38,7 +38,7 @@ ABLATIONS: dict[str, dict[str, dict[str, float]]] = {
     "prompts": {"single": dict(ACC=71.65, WST=43.28), "25": dict(ACC=81.85, WST=69.73),
                 "50": dict(ACC=85.98, WST=78.52)},
     "amount": {"0.5": dict(WST=80.80), "1": dict(WST=84.20), "1.5": dict(WST=81.25), "2": dict(WST=83.36)},
-    "skew": {"4/6": dict(WST=83.90), "3/7": dict(WST=83.52), "2/8": dict(WST=83.16), "1/9": dict(WST=84.20)},
+    "skew": {"4:6": dict(WST=83.90), "3:7": dict(WST=83.52), "2:8": dict(WST=83.16), "1:9": dict(WST=84.20)},
     "real_fraction": {"1": dict(ACC=89.02, WST=84.20, EO_paper=6.07), "0.5": dict(ACC=88.85, WST=83.99, EO_paper=6.28),
                       "0.25": dict(ACC=88.89, WST=82.54, EO_paper=7.59), "0.1": dict(ACC=87.90, WST=81.73, EO_paper=8.16)},
 }

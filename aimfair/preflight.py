@@ -13,6 +13,7 @@ import pandas as pd
 
 from aimfair.config import Params
 from aimfair.data.celeba import ATTR_FILES, IMAGE_DIR, PARTITION_FILES, celeba_image_dir
+from aimfair.data.splits import make_split
 from aimfair.data.utkface import utkface_image_dir
 from aimfair.errors import AimfairError
 from aimfair.models import imagenet_weights_path
@@ -55,18 +56,32 @@ def _utkface_problems(root: Path) -> list[str]:
     return []
 
 
+def _split_problems(params: Params, data_root: Path) -> list[str]:
+    """Can the setting's splits be made from the labels (attributes present, every group's quota filled)?"""
+    d = params.data
+    try:
+        make_split(d.dataset, data_root, d.target, d.sensitive, d.bias_degree, d.n_train, seed=d.split_seed,
+                   utkface_test_per_group=d.utkface_test_per_group or None, utkface_val_fraction=d.utkface_val_fraction)
+    except AimfairError as e:
+        return [f"the splits of {d.dataset} {d.target}/{d.sensitive}: {e}"]
+    return []
+
+
 def _diffusion_problems(params: Params, root: Path) -> list[str]:
     from aimfair.generate.sd import read_pipeline_index, resolve_model_folder
 
-    model = Path(params.generate.model).expanduser()
-    local = model if model.is_absolute() else root / model  # the stages run from the setting's folder
+    given = params.generate.model
+    local = (root / Path(given).expanduser()).resolve()  # the stages run from the setting's folder
+    # a path (./x, ../x, /x, ~/x, or one that exists) is a folder; anything else may be a model id in the HF cache
+    is_path = local.exists() or given.startswith((".", "/", "~"))
     try:
-        folder, _ = resolve_model_folder(local if local.exists() else params.generate.model,
-                                         params.generate.revision or None)
+        folder, _ = resolve_model_folder(local if is_path else given, params.generate.revision or None)
         read_pipeline_index(folder)
     except AimfairError as e:
-        return [f"diffusion weights (generate.model {params.generate.model!r}, looked for {local.resolve()} and "
-                f"the Hugging Face cache): {e}"]
+        if is_path and not local.exists():
+            return [f"diffusion weights: no folder at {local} (generate.model {given!r}): put a diffusers pipeline "
+                    "folder of Stable Diffusion there, e.g. stable-diffusion-2-1-base (paper/README.md, step 1)"]
+        return [f"diffusion weights (generate.model {given!r}): {e}"]  # incomplete, or a model id not cached
     return []
 
 
@@ -76,6 +91,8 @@ def missing_inputs(params: Params, root: Path) -> list[str]:
     data_root = (root / params.data.root).resolve()
     problems = {"celeba": _celeba_problems, "utkface": _utkface_problems}.get(params.data.dataset,
                                                                               lambda _: [])(data_root)
+    if params.data.dataset != "tinyfaces" and not problems:  # the files are there: do the labels fill the split?
+        problems += _split_problems(params, data_root)
     if params.generate.model != "builtin":
         problems += _diffusion_problems(params, root)
     if params.pretrain.pretrained == "imagenet" and not imagenet_weights_path().exists():

@@ -5,7 +5,10 @@ What it counts, per setting, from paper/<setting>/params.yaml and aimfair's own 
   (each minority group filled up to the majority's size, an edit costing `repair.strength` of a full sample);
 * images passed through ResNet-18 in training: pretraining and the fidelity oracles, the mask's three gradient
   passes, and every strategy's fine-tuning (a new model trains with section pretrain's epochs, the others with
-  section finetune's), for every seed.
+  section finetune's), for every seed;
+* images passed forward only: the validation split after every training epoch (model selection) and the test
+  split once per strategy, counted as a third of a training image each (a forward pass of the three passes
+  of a training step).
 
 Training images are converted to hours with the throughput measured by benchmarks/training_throughput.py
 (docs/training_throughput_h100.json: ResNet-18 at 224 px on an H100, full fine-tuning, the slower of the two
@@ -28,6 +31,10 @@ from aimfair.stages.generate import pool_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 ORACLES = 2  # the fidelity stage trains one oracle for the target and one for the protected attribute
+# val and test images: CelebA's official partitions (PAPER.md); UTKFace's from aimfair's split (docs/data.md),
+# estimated from the public set's group sizes (the smallest group, White women, has about 4,600 images)
+VAL_TEST = {"celeba": (19_867, 19_962), "utkface": (2_000, 3_700)}
+FORWARD_SHARE = 1 / 3  # an inference image costs about a third of a training image
 
 
 def workload(params_file: Path) -> dict:
@@ -51,9 +58,14 @@ def workload(params_file: Path) -> dict:
         "aimfair": finetune * balanced,
     }
     once = {"fidelity_oracles": ORACLES * p.fidelity.epochs * 4 * p.fidelity.per_group}
+    val, test = VAL_TEST[p.data.dataset]
+    epochs = 4 * new_model + 3 * finetune  # pretrain and the three new models; the three fine-tunings
+    forward = seeds * (epochs * val + 7 * test)  # validation after every epoch; the 7 strategies on test
+    training = sum(per_seed.values()) * seeds + sum(once.values())
     return dict(pool_images=pool, repair_edits=edits, sample_equivalents=pool + p.repair.strength * edits,
-                seeds=seeds, training_images=sum(per_seed.values()) * seeds + sum(once.values()),
-                training_per_seed=per_seed, training_once=once)
+                seeds=seeds, training_images=training, forward_images=forward,
+                training_equivalents=training + FORWARD_SHARE * forward, training_per_seed=per_seed,
+                training_once=once)
 
 
 def main() -> None:
@@ -68,15 +80,15 @@ def main() -> None:
     rows = {}
     for params_file in sorted((ROOT / "paper").glob("*/params.yaml")):
         w = workload(params_file)
-        w["training_hours"] = round(w["training_images"] / rate / 3600, 2)
+        w["training_hours"] = round(w["training_equivalents"] / rate / 3600, 2)
         if args.sd_images_per_s:
             w["generation_hours"] = round(w["sample_equivalents"] / args.sd_images_per_s / 3600, 2)
         rows[params_file.parent.name] = w
         gen = (f"{w['generation_hours']:6.1f} h generating" if "generation_hours" in w
                else "generation: images / (your SD images/s)")
         print(f"{params_file.parent.name:22s} {w['pool_images']:6d} pool images + {w['repair_edits']:6d} edits; "
-              f"{w['training_images'] / 1e6:5.1f} M training images = {w['training_hours']:5.1f} h at {rate:.0f} "
-              f"images/s; {gen}")
+              f"{w['training_images'] / 1e6:5.1f} M training + {w['forward_images'] / 1e6:4.1f} M inference images = "
+              f"{w['training_hours']:4.1f} h at {rate:.0f} training images/s; {gen}")
     if args.json:
         args.json.write_text(json.dumps(dict(throughput=dict(device=measured["device"], images_per_s=rate),
                                              sd_images_per_s=args.sd_images_per_s, settings=rows), indent=2) + "\n")

@@ -22,6 +22,8 @@ def with_ablations(**values) -> Params:
 
 @pytest.mark.parametrize("values, message", [
     (dict(top_k=[0]), "ablations.top_k holds 0"),
+    (dict(top_k=[63]), "each k must be in 1..62"),
+    (dict(skew=["1/4", "2/8"]), "holds the same ratio twice"),
     (dict(amount=[0.0]), "ablations.amount holds 0.0"),
     (dict(amount=[12]), "each ratio must be in (0, 10]"),
     (dict(skew=["6/4"]), "not 6/4"),
@@ -78,6 +80,7 @@ def test_each_ablation_reads_the_pipelines_own_value_from_stage_finetune():
                              ("k=60", False)]
     assert [label for label, _ in rows["skew"]] == ["D_S1 4:6", "D_S1 3:7", "D_S1 2:8", "D_S1 1:9 (pipeline)"]
     assert rows["frozen_upto"][0] == ("nothing frozen (full_ft)", True) and len(rows["frozen_upto"]) == 7
+    assert rows["frozen_upto"][5] == ("frozen up to layer4 (linear_probe)", True)  # only fc moves: stage finetune's
     assert [label for label, ref in rows["real_fraction"] if not ref] == [
         "baseline, 50% real", "AIM-Fair, 50% real", "baseline, 25% real", "AIM-Fair, 25% real",
         "baseline, 10% real", "AIM-Fair, 10% real"]
@@ -115,3 +118,12 @@ def test_an_ablation_setting_swaps_in_its_biased_model_and_mask(tmp_path):
     plain = replace(setting, biased_file=None)
     with pytest.raises(AimfairError, match="no biased model for seed 100 at .*work/pretrain/seed_100"):
         plain.biased_checkpoint
+
+
+def test_the_pipelines_own_amount_is_read_not_trained_again(tmp_path):
+    (tmp_path / "work" / "splits").mkdir(parents=True)
+    pd.DataFrame(dict(image_id=range(2000), y=0, s=0)).to_csv(tmp_path / "work" / "splits" / "train.csv", index=False)
+    arms = get_ablation("amount").arms(Params(), tmp_path)  # 500 per group = 1x a real set of 2,000
+    assert [(a.label, a.reference) for a in arms] == [("0.5× real", False), ("1× real (pipeline)", True),
+                                                      ("1.5× real", False), ("2× real", False)]
+    assert arms[0].setting["balanced_per_group"] == 250

@@ -62,7 +62,8 @@ def paper_repo(tmp_path_factory) -> tuple[Path, dict]:
     weights.parent.mkdir(parents=True)
     torch.save(resnet18().state_dict(), weights)
     pipeline = yaml.safe_load((repo / "paper" / "dvc.yaml").read_text())
-    pipeline["vars"][0].update(settings=SETTINGS, seeds=TOY["seeds"])
+    settings = pipeline["vars"][0]["settings"]
+    pipeline["vars"][0].update(settings={name: settings[name] for name in SETTINGS}, seeds=TOY["seeds"])
     (repo / "paper" / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     for setting in SETTINGS:
         params_file = repo / "paper" / setting / "params.yaml"

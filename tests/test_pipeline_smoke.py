@@ -25,16 +25,17 @@ TOY = {
     "pretrain": {"input_size": 16, "epochs": 2, "milestones": [1], "batch_size": 32, "threads": 1},
     "finetune": {"epochs": 1, "batch_size": 16},
     "ablations": {"prompts": ["single", "2"], "top_k": [50, 60], "amount": [0.5, 1.0], "skew": ["3/7"],
-                  "real_fraction": [0.5], "frozen_upto": ["layer3"]},
+                  "real_fraction": [0.5], "frozen_upto": ["layer3", "layer4"]},
 }
 ABLATION_ROWS = {  # the rows of each ablation's table at the toy settings above
     "prompts": ["1 plain prompt", "2 contextual", "50 contextual (pipeline)"],
     "top_k": ["k=50", "k=55 (pipeline)", "k=60"],
-    "amount": ["0.30× real (pipeline)", "0.5× real", "1× real"],
+    "amount": ["0.3× real (pipeline)", "0.5× real", "1× real"],
     "skew": ["D_S1 3:7", "D_S1 1:9 (pipeline)"],
     "real_fraction": ["baseline, 100% real (pipeline)", "AIM-Fair, 100% real (pipeline)", "baseline, 50% real",
                       "AIM-Fair, 50% real"],
-    "frozen_upto": ["nothing frozen (full_ft)", "frozen up to layer3", "AIM-Fair's mask (pipeline)"],
+    "frozen_upto": ["nothing frozen (full_ft)", "frozen up to layer3", "frozen up to layer4 (linear_probe)",
+                    "AIM-Fair's mask (pipeline)"],
 }
 
 

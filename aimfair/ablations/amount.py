@@ -47,12 +47,14 @@ class Amount(Ablation):
         return max(1, round(ratio * real_size(root) / len(GROUPS)))
 
     def arms(self, params: Params, root: Path) -> list[Arm]:
-        pipeline = params.synthetic.balanced_per_group * len(GROUPS) / real_size(root)
+        own = params.synthetic.balanced_per_group
+        ratio = own * len(GROUPS) / real_size(root)
+        pipeline = f"{ratio:.2f}".rstrip("0").rstrip(".")  # 0.67, or 1 as the paper's key
         arms = [Arm(f"{ratio:g}× real", values_key(ratio),
                     self.variant(AimFair, f"x{values_key(ratio)}", f"AIM-Fair on {ratio:g}x the real set's size of D_S2"),
                     setting=dict(pool=self.folder / "pool", balanced_per_group=self.per_group(ratio, root)))
-                for ratio in params.ablations.amount]
-        arms.append(Arm(f"{pipeline:.2f}× real (pipeline)", f"{pipeline:.2f}", "aimfair", reference=True))
+                for ratio in params.ablations.amount if self.per_group(ratio, root) != own]
+        arms.append(Arm(f"{pipeline}× real (pipeline)", pipeline, "aimfair", reference=True))
         return sorted(arms, key=lambda arm: float(arm.value))
 
     def prepare(self, params: Params, root: Path, seeds: list[int], device: torch.device, progress: bool) -> None:

@@ -36,9 +36,14 @@ class FrozenUpTo(Ablation):
 
     def arms(self, params: Params, root: Path) -> list[Arm]:
         arms = [Arm("nothing frozen (full_ft)", "none", "full_ft", series="frozen up to", reference=True)]
-        arms += [Arm(f"frozen up to {point}", point,
-                     self.variant(FreezeUpTo, point, f"fine-tuned with the stages up to {point} frozen", upto=point),
-                     series="frozen up to")
-                 for point in ABLATION_FREEZE_POINTS if point in params.ablations.frozen_upto]
+        for point in ABLATION_FREEZE_POINTS:
+            if point == "layer4" and point in params.ablations.frozen_upto and "linear_probe" in params.finetune.strategies:
+                # only fc moves: linear probing, the same run, which stage finetune has
+                arms.append(Arm("frozen up to layer4 (linear_probe)", point, "linear_probe", series="frozen up to",
+                                reference=True))
+            elif point in params.ablations.frozen_upto:
+                arms.append(Arm(f"frozen up to {point}", point,
+                                self.variant(FreezeUpTo, point, f"fine-tuned with the stages up to {point} frozen",
+                                             upto=point), series="frozen up to"))
         arms.append(Arm("AIM-Fair's mask (pipeline)", "mask", "aimfair", reference=True))
         return arms

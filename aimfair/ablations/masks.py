@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from aimfair import io
 from aimfair.ablations.base import AblationSetting
-from aimfair.config import Params
+from aimfair.config import Params, to_dict
 from aimfair.errors import AimfairError
 from aimfair.models import build_classifier
 from aimfair.selection import Mask, save_mask, sensitivity_scores
 from aimfair.stages.mask import biased_model, set_gradients, tensor_mask
+from aimfair.train import data_fingerprint
 
 
 def require_tensor_masks(params: Params, ablation: str) -> None:
@@ -31,17 +35,24 @@ def save_tensor_mask(scores: pd.DataFrame, params: Params, top_k: int, folder: P
     return mask
 
 
-def mask_from_gradients(setting: AblationSetting, folder: Path, what: str,
-                        known: dict | None = None) -> tuple[Mask, dict]:
-    """The mask of the setting's biased model from its D_R, D_S1 and D_S2, and the gradients (those in `known`
-    are reused, not recomputed)."""
+def mask_from_gradients(setting: AblationSetting, folder: Path, what: str, known: dict | None = None) -> dict:
+    """The mask of the setting's biased model from its D_R, D_S1 and D_S2, into `folder`, unless it is there
+    already for the same biased model, images and selection settings (on a GPU, recomputed gradients can differ
+    in the last bits and flip a tensor at the top-k boundary, which would retrain its runs). Returns the
+    gradients it computed, with `known` (a seed's D_R and D_S2 gradients serve every skew), for the next mask."""
     params = setting.params
-    model = biased_model(params, setting.biased_checkpoint)
-    sets = dict(real=lambda: setting.real_train, biased_synthetic=lambda: setting.synthetic["biased"],
-                balanced_synthetic=lambda: setting.synthetic["balanced"])
+    sets = dict(real=setting.real_train, biased_synthetic=setting.synthetic["biased"],
+                balanced_synthetic=setting.synthetic["balanced"])
+    identity = dict(biased=hashlib.sha1(setting.biased_checkpoint.read_bytes()).hexdigest(),
+                    images={name: data_fingerprint(images) for name, images in sets.items()},
+                    selection=to_dict(params.selection))
+    record = folder / "identity.json"
     gradients = dict(known or {})
-    for name, images in sets.items():
-        if name not in gradients:
-            gradients.update(set_gradients(params, model, {name: images()}, setting.device, setting.progress))
-    scores = sensitivity_scores(gradients, params.selection.rule)
-    return save_tensor_mask(scores, params, params.selection.top_k, folder, what), gradients
+    if (folder / "mask.json").exists() and record.exists() and json.loads(record.read_text()) == identity:
+        return gradients
+    model = biased_model(params, setting.biased_checkpoint)
+    missing = {name: images for name, images in sets.items() if name not in gradients}
+    gradients.update(set_gradients(params, model, missing, setting.device, setting.progress))
+    save_tensor_mask(sensitivity_scores(gradients, params.selection.rule), params, params.selection.top_k, folder, what)
+    io.write_json(record, identity)
+    return gradients

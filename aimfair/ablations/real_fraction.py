@@ -38,12 +38,12 @@ class RealFraction(Ablation):
         arms = [Arm("baseline, 100% real (pipeline)", "1", "baseline", series="baseline", reference=True),
                 Arm("AIM-Fair, 100% real (pipeline)", "1", "aimfair", reference=True)]
         for fraction in sorted(params.ablations.real_fraction, reverse=True):
-            key = values_key(fraction)
-            erm = self.variant(RealOnly, f"erm_{key}", f"the biased model of {fraction:.0%} of the real data")
-            arms.append(Arm(f"baseline, {fraction:.0%} real", key, erm, series="baseline",
+            key, percent = values_key(fraction), f"{100 * fraction:.4g}%"
+            erm = self.variant(RealOnly, f"erm_{key}", f"the biased model of {percent} of the real data")
+            arms.append(Arm(f"baseline, {percent} real", key, erm, series="baseline",
                             setting=dict(real_fraction=fraction)))
-            arms.append(Arm(f"AIM-Fair, {fraction:.0%} real", key,
-                            self.variant(AimFair, f"aimfair_{key}", f"AIM-Fair on the biased model of {fraction:.0%}"),
+            arms.append(Arm(f"AIM-Fair, {percent} real", key,
+                            self.variant(AimFair, f"aimfair_{key}", f"AIM-Fair on the biased model of {percent}"),
                             setting=dict(real_fraction=fraction, mask_file=self.mask_file(key),
                                          biased_file=lambda seed, erm=erm: paths.finetune_dir(erm, seed) / "best.safetensors")))
         return arms

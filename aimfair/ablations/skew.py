@@ -44,6 +44,6 @@ class Skew(Ablation):
             for arm in self.arms(params, root):
                 if not arm.reference:
                     skewed = AblationSetting(params, root, seed, device, progress, biased_skew=arm.value.replace(":", "/"))
-                    _, gradients = mask_from_gradients(skewed, root / self.mask_file(arm.value)(seed).parent,
-                                                       f"the mask with D_S1 at {arm.value} (seed {seed})", known)
+                    gradients = mask_from_gradients(skewed, root / self.mask_file(arm.value)(seed).parent,
+                                                    f"the mask with D_S1 at {arm.value} (seed {seed})", known)
                     known = {k: v for k, v in gradients.items() if k != "biased_synthetic"}
