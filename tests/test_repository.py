@@ -136,3 +136,16 @@ def test_every_paper_setting_lists_what_its_stages_track_and_the_papers_protocol
             "imagenet", 224, 15, [10])
         assert (p.finetune.epochs, p.finetune.lr, p.selection.top_k, p.generate.preset) == (10, 0.06, 55, "paper")
         assert p.synthetic.balanced_per_group == 5000 and p.synthetic.biased_size == p.data.n_train
+
+
+def test_readme_shows_the_committed_results_of_every_ablation():
+    import csv
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Ablations (opt-in)"):readme.index("## Parallel runs")]
+    for name in ("prompts", "top_k", "amount", "skew", "real_fraction", "frozen_upto"):
+        with open(ROOT / "reports" / "ablations" / name / "table.csv") as f:
+            for row in csv.DictReader(f):
+                shown = " | ".join(f"{float(row[c]):.2f}" for c in ("ACC", "WST", "EO"))
+                line = next((line for line in section.splitlines() if line.startswith(f"| {name} | {row['method']} |")), "")
+                assert shown in line, f"README's {name} row {row['method']!r} is stale: {shown}"
