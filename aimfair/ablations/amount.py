@@ -48,8 +48,7 @@ class Amount(Ablation):
 
     def arms(self, params: Params, root: Path) -> list[Arm]:
         own = params.synthetic.balanced_per_group
-        ratio = own * len(GROUPS) / real_size(root)
-        pipeline = f"{ratio:.2f}".rstrip("0").rstrip(".")  # 0.67, or 1 as the paper's key
+        pipeline = f"{own * len(GROUPS) / real_size(root):.2f}".rstrip("0").rstrip(".")  # 0.67, or 1 (the paper's key)
         arms = [Arm(f"{ratio:g}× real", values_key(ratio),
                     self.variant(AimFair, f"x{values_key(ratio)}", f"AIM-Fair on {ratio:g}x the real set's size of D_S2"),
                     setting=dict(pool=self.folder / "pool", balanced_per_group=self.per_group(ratio, root)))
