@@ -12,8 +12,9 @@ What it counts, per setting, from paper/<setting>/params.yaml and aimfair's own 
 
 Training images are converted to hours with the throughput measured by benchmarks/training_throughput.py
 (docs/training_throughput_h100.json: ResNet-18 at 224 px on an H100, full fine-tuning, the slower of the two
-rows). Generation needs Stable Diffusion's rate on your GPU, which this project has not measured (no weights
-here): run benchmarks/sd_throughput.py there and pass its images/s as --sd-images-per-s.
+rows). Generation is converted with Stable Diffusion 2.1 base's rate measured by benchmarks/sd_throughput.py
+(docs/sd_throughput_h100.json, on the same kind of GPU) at the preset each setting's params.yaml names;
+--sd-images-per-s replaces it with your own GPU's rate.
 
     .venv/bin/python benchmarks/paper_gpu_time.py --json docs/paper_gpu_time.json
     .venv/bin/python benchmarks/paper_gpu_time.py --sd-images-per-s 2.5
@@ -71,27 +72,35 @@ def workload(params_file: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sd-images-per-s", type=float, default=None,
-                        help="Stable Diffusion's rate on your GPU at the paper preset (benchmarks/sd_throughput.py)")
+                        help="Stable Diffusion's rate on your GPU at the settings' preset (benchmarks/sd_throughput.py);"
+                             " default: the preset's rate in --sd-throughput")
     parser.add_argument("--throughput", type=Path, default=ROOT / "docs" / "training_throughput_h100.json")
+    parser.add_argument("--sd-throughput", type=Path, default=ROOT / "docs" / "sd_throughput_h100.json")
     parser.add_argument("--json", type=Path, default=None, help="write the estimate here")
     args = parser.parse_args()
     measured = json.loads(args.throughput.read_text())
     rate = min(r["images_per_s"] for r in measured["rows"] if r["size"] == 224)
+    sd_measured = json.loads(args.sd_throughput.read_text())
+    sd_rates = {r["preset"]: r["images_per_s"] for r in sd_measured["results"]}
     rows = {}
     for params_file in sorted((ROOT / "paper").glob("*/params.yaml")):
         w = workload(params_file)
+        preset = load_params(params_file).generate.preset
+        sd_rate = args.sd_images_per_s or sd_rates[preset]
         w["training_hours"] = round(w["training_equivalents"] / rate / 3600, 2)
-        if args.sd_images_per_s:
-            w["generation_hours"] = round(w["sample_equivalents"] / args.sd_images_per_s / 3600, 2)
+        w["sd_preset"], w["sd_images_per_s"] = preset, sd_rate
+        w["generation_hours"] = round(w["sample_equivalents"] / sd_rate / 3600, 2)
+        w["total_hours"] = round(w["generation_hours"] + w["training_hours"], 2)
         rows[params_file.parent.name] = w
-        gen = (f"{w['generation_hours']:6.1f} h generating" if "generation_hours" in w
-               else "generation: images / (your SD images/s)")
-        print(f"{params_file.parent.name:22s} {w['pool_images']:6d} pool images + {w['repair_edits']:6d} edits; "
+        print(f"{params_file.parent.name:22s} {w['pool_images']:6d} pool images + {w['repair_edits']:6d} edits = "
+              f"{w['generation_hours']:4.1f} h at {sd_rate:.2f} SD images/s ({preset}); "
               f"{w['training_images'] / 1e6:5.1f} M training + {w['forward_images'] / 1e6:4.1f} M inference images = "
-              f"{w['training_hours']:4.1f} h at {rate:.0f} training images/s; {gen}")
+              f"{w['training_hours']:4.1f} h at {rate:.0f} training images/s")
     if args.json:
+        sd_source = "--sd-images-per-s" if args.sd_images_per_s else sd_measured["machine"]["gpu"]
         args.json.write_text(json.dumps(dict(throughput=dict(device=measured["device"], images_per_s=rate),
-                                             sd_images_per_s=args.sd_images_per_s, settings=rows), indent=2) + "\n")
+                                             sd_throughput=dict(source=sd_source, images_per_s=sd_rates),
+                                             settings=rows), indent=2) + "\n")
 
 
 if __name__ == "__main__":

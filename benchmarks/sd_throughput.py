@@ -23,7 +23,7 @@ Full size needs a GPU (CUDA, or Apple's MPS): on a CPU one image takes minutes a
 5 GB, so the script refuses to run there unless `--tiny` is given, which runs the same code on a toy
 pipeline (16 px latents: a smoke check, not a measurement). Run from the repository root:
 
-    .venv/bin/python benchmarks/sd_throughput.py --json docs/sd_throughput.json   # on a GPU machine
+    .venv/bin/python benchmarks/sd_throughput.py --json docs/sd_throughput_h100.json   # on a GPU machine
     .venv/bin/python benchmarks/sd_throughput.py --compile                        # fast preset compiled
     .venv/bin/python benchmarks/sd_throughput.py --tiny                           # smoke check, any machine
 """

@@ -149,3 +149,22 @@ def test_readme_shows_the_committed_results_of_every_ablation():
                 shown = " | ".join(f"{float(row[c]):.2f}" for c in ("ACC", "WST", "EO"))
                 line = next((line for line in section.splitlines() if line.startswith(f"| {name} | {row['method']} |")), "")
                 assert shown in line, f"README's {name} row {row['method']!r} is stale: {shown}"
+
+
+def test_the_committed_gpu_time_estimate_is_current_and_shown_in_paper_readme(tmp_path):
+    """docs/paper_gpu_time.json is what paper_gpu_time.py computes now from the paper params and the
+    committed throughput measurements, and paper/README's hours are that file's."""
+    import subprocess
+    import sys
+
+    fresh = tmp_path / "estimate.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "paper_gpu_time.py"), "--json", str(fresh)],
+                   check=True, capture_output=True, cwd=ROOT)
+    committed = json.loads((ROOT / "docs" / "paper_gpu_time.json").read_text())
+    assert json.loads(fresh.read_text()) == committed, "rerun benchmarks/paper_gpu_time.py --json docs/paper_gpu_time.json"
+    table = (ROOT / "paper" / "README.md").read_text()
+    for setting, row in (("celeba_smiling_male", "| each CelebA setting |"), ("utkface_female_white", "| UTKFace")):
+        w = committed["settings"][setting]
+        line = next(line for line in table.splitlines() if line.startswith(row))
+        for hours in (w["generation_hours"], w["training_hours"], w["total_hours"]):
+            assert f"| {hours:.1f} h |" in line, f"paper/README's {setting} hours are stale: {hours:.1f}"
