@@ -19,12 +19,11 @@ Sub-Tuning (Kaplun et al., 2023) scans over.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from aimfair import paths
-from aimfair.selection import freeze_except, load_mask
-from aimfair.strategies import FAMILIES, Setting, Strategy, register, register_family
+from aimfair.selection import Mask, freeze_except, load_mask
+from aimfair.strategies import FAMILIES, AimFair, Setting, Strategy, register, register_family
 
 BLOCKS = ("layer1", "layer2", "layer3", "layer4")
 RANDOM_DRAWS = 3
@@ -66,15 +65,13 @@ class SubTuningFreezeOne(Strategy):
 
 
 @register
-class AimFairCosine(Strategy):
+class AimFairCosine(AimFair):
     name = "aimfair_cosine"
     summary = "AIM-Fair with the mask from cosine distances of the gradients (Table 4)"
 
-    def restrict(self, model: nn.Module, setting: Setting) -> dict[str, torch.Tensor] | None:
+    def mask(self, model: nn.Module, setting: Setting) -> Mask:
         path = setting.root / paths.cosine_mask_dir(setting.seed) / "mask.json"  # written by stage mask
-        mask = load_mask(path, model, setting.params.pretrain.arch)
-        freeze_except(model, mask.tensors)
-        return mask.elements
+        return load_mask(path, model, setting.params.pretrain.arch)
 
 
 def _variant(base: type[Strategy], name: str, summary: str, **attributes) -> str:

@@ -172,8 +172,11 @@ class FullFineTuning(Strategy):
 class AimFair(Strategy):
     name, summary = "aimfair", "only the selected parameters of the biased model fine-tuned on balanced synthetic data"
 
+    def mask(self, model: nn.Module, setting: Setting) -> Mask:
+        return setting.mask(model)
+
     def restrict(self, model: nn.Module, setting: Setting) -> dict[str, torch.Tensor] | None:
-        mask = setting.mask(model)
+        mask = self.mask(model, setting)
         freeze_except(model, mask.tensors)
         return mask.elements
 

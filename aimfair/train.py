@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import time
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from aimfair import io
 from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet
 from aimfair.errors import AimfairError
-from aimfair.models import save_checkpoint
+from aimfair.models import read_sidecar, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,19 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
             hook.remove()
 
 
+def _newer_best(checkpoint: Path, resume_epoch: int, cfg: TrainConfig) -> float:
+    """The validation accuracy of a best checkpoint this run wrote after its resume state (-1 if none).
+
+    The resume state is written at most every resume_every_s, so a killed run may have kept a better epoch
+    than its state knows of. Counting it keeps that checkpoint from being replaced by a worse epoch when
+    the resumed epochs do not repeat exactly (GPU kernels need not be deterministic)."""
+    if not checkpoint.exists():
+        return -1.0
+    meta = read_sidecar(checkpoint)
+    same_run = meta.get("config") == json.loads(json.dumps(asdict(cfg)))
+    return float(meta["val_acc"]) if same_run and meta.get("epoch", 0) > resume_epoch else -1.0
+
+
 def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_dir: Path,
          device: torch.device, meta: dict | None, progress: bool, optimizer: torch.optim.SGD, run_id: dict,
          resume_every_s: float) -> pd.DataFrame:
@@ -157,6 +171,7 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
             augment.generator.set_state(state["augment_rng"])
             history, best_acc, start_epoch = state["history"], state["best_acc"], state["epoch"]
             loader.epoch = start_epoch
+            best_acc = max(best_acc, _newer_best(out_dir / "best.safetensors", start_epoch, cfg))
             print(f"resuming {out_dir} from epoch {start_epoch}")
 
     last_saved = time.perf_counter()

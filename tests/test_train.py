@@ -1,7 +1,7 @@
 """Training: learning, model selection, resuming a killed run, NaN losses, prediction order."""
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +12,7 @@ from torch import nn
 from aimfair import train
 from aimfair.data.loading import ImageSet
 from aimfair.errors import AimfairError
-from aimfair.models import build_classifier, load_checkpoint
+from aimfair.models import build_classifier, load_checkpoint, save_checkpoint
 from aimfair.train import TrainConfig, fit, predict_proba
 
 CPU = torch.device("cpu")
@@ -132,6 +132,22 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
     straight = fit(build_classifier(), train_set, val_set, CFG, tmp_path / "straight", CPU, progress=False)
     assert np.allclose(resumed["train_loss"], straight["train_loss"], atol=1e-4)
     assert np.allclose(resumed["val_acc"], straight["val_acc"])
+
+
+def test_a_best_epoch_newer_than_the_resume_state_is_not_replaced_by_a_worse_one(tmp_path, monkeypatch):
+    # the resume state is written at most every resume_every_s, so a killed run can have kept a best
+    # epoch its state does not know of; resumed epochs that score lower must not overwrite it
+    train_set, val_set = _bright_or_dark(48, 0), _bright_or_dark(16, 1)
+    monkeypatch.setattr(train, "accuracy", lambda *args: 50.0)  # epoch 1 scores 50
+    _killed_in_epoch_two(train_set, val_set, tmp_path, monkeypatch)  # resume state after epoch 1
+    newer = build_classifier()
+    save_checkpoint(newer, tmp_path / "best.safetensors", dict(epoch=2, val_acc=99.5, config=asdict(CFG)))
+    monkeypatch.setattr(train, "accuracy", lambda *args: 90.0)  # the resumed epochs 2 and 3 score lower
+    history = fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False)
+    assert list(history["epoch"]) == [1, 2, 3]
+    kept = build_classifier()
+    assert load_checkpoint(kept, tmp_path / "best.safetensors")["val_acc"] == 99.5
+    assert all(torch.equal(kept.state_dict()[k], v) for k, v in newer.state_dict().items())
 
 
 def test_the_resume_state_is_written_at_most_every_resume_every_s(tmp_path, monkeypatch):
