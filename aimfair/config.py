@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from aimfair.data.cache import BAD_IMAGE_POLICIES
+from aimfair.data.loading import resolve_device, resolve_precision
 from aimfair.data.splits import DATASETS, parse_bias_degree
 from aimfair.data.tinyfaces import WorldConfig
 from aimfair.errors import AimfairError
@@ -160,7 +161,7 @@ class GenerateParams:
     model: str = "builtin"  # builtin | a local Stable Diffusion folder | a model id in the local HF cache
     revision: str = ""  # Stable Diffusion: pinned revision of a cached model id
     preset: str = "paper"  # Stable Diffusion: paper | fast
-    steps: int = 0  # 0: the model's default (built-in: 25 DDIM steps; SD: the preset's)
+    steps: int = 0  # 0: the model's default (built-in: 10 DDIM steps; SD: the preset's)
     guidance: float = 0.0  # 0: the model's default (built-in: 3; SD: 9, as the authors)
     resolution: int = 0  # 0: the model's default (built-in: its training size; SD: 224 as the authors)
     precision: str = "auto"  # built-in model: auto (bfloat16 where the hardware has it) | float32 | bfloat16
@@ -221,10 +222,13 @@ class PretrainParams(Optimisation):
         _check("pretrain.milestones", self.milestones == sorted(self.milestones), "must be increasing epochs")
         lo, hi = self.crop_scale
         _check("pretrain.crop_scale", 0 < lo <= hi <= 1, "must be [low, high] with 0 < low <= high <= 1")
+        _choice("pretrain.precision", self.precision, ("auto", "float32", "bfloat16"))
 
     def train_config(self, seed: int) -> TrainConfig:
-        """The settings of one pre-training run."""
+        """The settings of one pre-training run, with precision "auto" resolved for this machine's device (so
+        a run's record says what it computed in)."""
         settings = {f.name: copy.copy(getattr(self, f.name)) for f in dataclasses.fields(Optimisation)}
+        settings["precision"] = resolve_precision(self.precision, resolve_device(self.device))
         return TrainConfig(**settings, seed=seed)  # copies: the run owns its milestones list
 
 
@@ -253,12 +257,16 @@ class SelectionParams:
                "cosine works per tensor only (a single entry has no direction)")
 
 
+NEW_MODEL_BUDGETS = ("epochs", "steps")
+
+
 @dataclass(frozen=True)
 class FinetuneParams:
     """Stage 06_finetune: the strategies of the paper's Table 3, each run for every seed.
 
     Runs that start from the biased model use these settings (paper: 10 epochs, lr 0.06); runs that train a
-    new model use section pretrain's. Momentum, weight decay, input size and cropping come from pretrain.
+    new model use section pretrain's, for as many epochs as `new_model_budget` says. Momentum, weight decay,
+    input size and cropping come from pretrain.
     """
 
     strategies: list[str] = field(default_factory=lambda: [
@@ -268,6 +276,8 @@ class FinetuneParams:
     batch_size: int = 128
     milestones: list[int] = field(default_factory=list)  # MultiStepLR epochs; [] = a constant rate
     gamma: float = 0.1
+    new_model_budget: str = "epochs"  # epochs: pretrain.epochs over their own set | steps: the biased model's
+    #                                   number of SGD steps (its epochs and milestones scaled to the set's size)
 
     def __post_init__(self) -> None:
         from aimfair.strategies import TABLE3
@@ -280,11 +290,24 @@ class FinetuneParams:
             _check(f"finetune.{key}", getattr(self, key) > 0, "must be positive")
         _check("finetune.lr", self.lr > 0, "must be positive")
         _check("finetune.milestones", self.milestones == sorted(self.milestones), "must be increasing epochs")
+        _choice("finetune.new_model_budget", self.new_model_budget, NEW_MODEL_BUDGETS)
 
     def train_config(self, pretrain: PretrainParams, seed: int) -> TrainConfig:
         """The settings of one fine-tuning run."""
         return dataclasses.replace(pretrain.train_config(seed), epochs=self.epochs, lr=self.lr,
                                    batch_size=self.batch_size, milestones=list(self.milestones), gamma=self.gamma)
+
+    def new_model_config(self, pretrain: PretrainParams, seed: int, real_images: int, images: int) -> TrainConfig:
+        """The settings of a run that trains a new model on `images` images, the biased model having trained on
+        `real_images`: pretrain's, with its epochs (and milestones) scaled by real_images / images when the
+        budget is "steps", so that both make about the same number of SGD steps."""
+        cfg = pretrain.train_config(seed)
+        if self.new_model_budget == "epochs" or images == real_images:
+            return cfg
+        scale = real_images / images
+        epochs = max(1, round(cfg.epochs * scale))
+        milestones = sorted({m for m in (max(1, round(m * scale)) for m in cfg.milestones) if m < epochs})
+        return dataclasses.replace(cfg, epochs=epochs, milestones=milestones)
 
 
 @dataclass(frozen=True)

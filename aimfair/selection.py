@@ -32,6 +32,7 @@ from tqdm import tqdm
 from aimfair import io
 from aimfair.data.loading import BatchLoader, ImageSet
 from aimfair.errors import AimfairError
+from aimfair.train import prepare_model
 
 RULES = ("absolute", "cosine")
 GRANULARITIES = ("tensor", "element")
@@ -55,7 +56,7 @@ def mean_gradients(model: nn.Module, images: ImageSet, device: torch.device, bat
     if bn_mode == "train" and len(images) % batch_size == 1:
         raise AimfairError(f"selection.batch_size {batch_size} leaves one image of {len(images)} alone in the last "
                            "batch, which BatchNorm in train mode cannot normalise: choose another batch size")
-    probe = copy.deepcopy(model).to(device)
+    probe = prepare_model(copy.deepcopy(model), device)  # (channels-last on a CPU: faster, same maths)
     probe.train(bn_mode == "train")
     for p in probe.parameters():
         p.requires_grad_(True)
@@ -64,7 +65,7 @@ def mean_gradients(model: nn.Module, images: ImageSet, device: torch.device, bat
     loader = BatchLoader(images, batch_size, device, augment=None, shuffle=True, seed=seed)
     for x, y, _ in tqdm(loader, desc="gradients", leave=False, disable=not progress):
         loss_fn(probe(x).squeeze(1), y.float()).backward()  # gradients add up over the batches
-    return {name: (p.grad / len(images)).detach().cpu() for name, p in probe.named_parameters()}
+    return {name: (p.grad / len(images)).detach().cpu().contiguous() for name, p in probe.named_parameters()}
 
 
 def _distance(a: torch.Tensor, b: torch.Tensor, rule: str) -> float:

@@ -118,7 +118,8 @@ class Strategy:
         p = setting.params
         if self.from_biased:
             return p.finetune.train_config(p.pretrain, setting.seed)
-        return p.pretrain.train_config(setting.seed)
+        return p.finetune.new_model_config(p.pretrain, setting.seed, len(setting.real_train),
+                                           len(self.training_set(setting)))
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}

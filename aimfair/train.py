@@ -44,6 +44,8 @@ class Optimisation:
     gamma: float = 0.1
     input_size: int = 224
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's scale range
+    precision: str = "float32"  # float32 | bfloat16 (autocast, for training and validation) | auto (bfloat16
+    #                             where the device computes it natively; resolved before a run starts)
 
 
 @dataclass(frozen=True)
@@ -71,18 +73,32 @@ def data_fingerprint(*sets: ImageSet) -> str:
     return digest.hexdigest()
 
 
+def logits_of(model: nn.Module, x: torch.Tensor, precision: str = "float32") -> torch.Tensor:
+    """The model's float32 logits for a batch, its convolutions run in `precision` (bfloat16: autocast)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        return model(x).float()
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move the model to `device`; on a CPU also to channels-last memory, which oneDNN's convolutions run
+    faster (benchmarks/cpu_training.py)."""
+    cpu = device.type == "cpu"
+    return model.to(device, memory_format=torch.channels_last if cpu else torch.contiguous_format)
+
+
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: ImageSet, device: torch.device, batch_size: int = 256) -> np.ndarray:
+def predict_proba(model: nn.Module, images: ImageSet, device: torch.device, batch_size: int = 256,
+                  precision: str = "float32") -> np.ndarray:
     """P(y = 1) for every image, in order, with the test-time transform ((N, k) for a model with k logits)."""
-    model.eval().to(device)
-    out = [torch.sigmoid(model(x).squeeze(1)).cpu() for x, _, _ in
+    prepare_model(model, device).eval()
+    out = [torch.sigmoid(logits_of(model, x, precision).squeeze(1)).cpu() for x, _, _ in
            BatchLoader(images, batch_size, device, augment=None, shuffle=False)]
     return torch.cat(out).numpy()
 
 
-def accuracy(model: nn.Module, images: ImageSet, device: torch.device) -> float:
+def accuracy(model: nn.Module, images: ImageSet, device: torch.device, precision: str = "float32") -> float:
     """Overall accuracy in percent at threshold 0.5 (averaged over the labels of a multi-label set)."""
-    return float(((predict_proba(model, images, device) >= 0.5) == images.y).mean() * 100)
+    return float(((predict_proba(model, images, device, precision=precision) >= 0.5) == images.y).mean() * 100)
 
 
 def masked_sgd(model: nn.Module, cfg: Optimisation, entry_masks: dict[str, torch.Tensor] | None = None
@@ -123,7 +139,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    model.to(device)
+    if cfg.precision not in ("float32", "bfloat16"):
+        raise AimfairError(f"precision must be float32 or bfloat16 when a run starts, got {cfg.precision!r}")
+    prepare_model(model, device)
     if not any(p.requires_grad for p in model.parameters()):
         raise AimfairError(f"nothing to train in {out_dir}: every parameter is frozen")
     optimizer, hooks = masked_sgd(model, cfg, entry_masks)
@@ -181,7 +199,7 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
         # under `aimfair notebook` TQDM_MININTERVAL slows the refresh: each one is a line in the log
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
         for x, y, _ in bar:
-            logits = model(x).squeeze(1)
+            logits = logits_of(model, x, cfg.precision).squeeze(1)
             loss = loss_fn(logits, y.float())
             if not torch.isfinite(loss):
                 raise AimfairError(f"loss became {loss.item()} at epoch {epoch + 1} in {out_dir}: lower the "
@@ -195,7 +213,7 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)  # shown at the next refresh
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val_acc = accuracy(model, val, device)
+        val_acc = accuracy(model, val, device, cfg.precision)
         # no wall-clock time in the history: the outputs of a seeded run are then byte-identical
         row = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=100 * correct / seen,
                    val_acc=val_acc, lr=lr)

@@ -1,7 +1,8 @@
 """What selective mask generation and selective fine-tuning cost, on the default pipeline's own files.
 
-* mask generation (three gradient passes: D_R, D_S1, D_S2) against one training epoch over the three sets
-  together (the issue's budget: no more than that);
+* mask generation (three gradient passes: D_R, D_S1, D_S2, always in float32) against one training epoch over
+  the three sets together (the issue's budget: no more than that), in the pipeline's training precision and
+  in float32;
 * seconds per fine-tuning epoch on D_S2 when all tensors train (full_ft), only the mask (aimfair), only the
   final layer (linear_probe): frozen tensors get no gradient, so the backward pass stops early.
 
@@ -57,6 +58,7 @@ def main() -> None:
 
     mask = load_mask(root / paths.mask_dir(seed) / "mask.json", biased(), p.arch)
     one_epoch = dataclasses.replace(p.train_config(seed), epochs=1, milestones=[])
+    one_epoch_float32 = dataclasses.replace(one_epoch, precision="float32")  # the gradient passes' precision
     finetune_epoch = dataclasses.replace(params.finetune.train_config(p, seed), epochs=1, milestones=[])
 
     def gradients():
@@ -77,10 +79,11 @@ def main() -> None:
     balanced = setting.synthetic["balanced"]
     variants = {
         "mask generation (3 gradient passes)": gradients,
-        "one training epoch over D_R + D_S1 + D_S2": train_epoch(three_sets, one_epoch),
+        f"one training epoch over D_R + D_S1 + D_S2 ({one_epoch.precision})": train_epoch(three_sets, one_epoch),
         "fine-tuning epoch, full_ft (all tensors)": train_epoch(balanced, finetune_epoch),
         f"fine-tuning epoch, aimfair ({len(mask.tensors)} tensors)": train_epoch(balanced, finetune_epoch, mask.tensors),
         "fine-tuning epoch, linear_probe (fc only)": train_epoch(balanced, finetune_epoch, ["fc.weight", "fc.bias"]),
+        "one training epoch over the three sets (float32)": train_epoch(three_sets, one_epoch_float32),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
@@ -92,7 +95,8 @@ def main() -> None:
     names = list(variants)
     ratios = {"mask / training epoch over the three sets": median[names[0]] / median[names[1]],
               "aimfair / full_ft epoch": median[names[3]] / median[names[2]],
-              "linear_probe / full_ft epoch": median[names[4]] / median[names[2]]}
+              "linear_probe / full_ft epoch": median[names[4]] / median[names[2]],
+              "mask / float32 training epoch over the three sets": median[names[0]] / median[names[5]]}
     for name, seconds in median.items():
         print(f"{name:<48} {seconds:7.2f} s")
     for name, ratio in ratios.items():

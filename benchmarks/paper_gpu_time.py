@@ -47,6 +47,8 @@ def workload(params_file: Path) -> dict:
     edits = 2 * (majority - minority)  # the two minority groups filled up to the majority's size
     balanced = 4 * p.synthetic.balanced_per_group
     n, seeds = p.data.n_train, len(p.seeds)
+    if p.finetune.new_model_budget != "epochs":
+        raise SystemExit(f"{params_file}: this estimate assumes finetune.new_model_budget: epochs (the paper's)")
     new_model, finetune = p.pretrain.epochs, p.finetune.epochs
     per_seed = {
         "pretrain": new_model * n,

@@ -34,14 +34,15 @@ def _images(n: int, size: int, seed: int) -> ImageSet:
                     s=rng.integers(0, 2, n), image_ids=[f"{i}.png" for i in range(n)])
 
 
-def measure(size: int, trainable: str, n: int, epochs: int, device: torch.device) -> float:
+def measure(size: int, trainable: str, n: int, epochs: int, device: torch.device, precision: str = "float32") -> float:
     """Images per second of the epochs after the first (which pays for start-up and kernel choice)."""
     torch.manual_seed(0)
     model = build_classifier()
     if trainable == "aimfair":
         freeze_except(model, [name for name, _ in model.named_parameters() if name not in FROZEN_BY_AIMFAIR])
     train, val = _images(n, size, 0), _images(n // 4, size, 1)
-    cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.01, milestones=[], input_size=size, seed=0)
+    cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.01, milestones=[], input_size=size, seed=0,
+                      precision=precision)
     stamps = []
 
     with tempfile.TemporaryDirectory() as out:

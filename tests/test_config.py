@@ -56,6 +56,30 @@ def test_the_pretrain_section_becomes_the_training_config():
     assert cfg.milestones is not p.milestones  # the training config owns its list
 
 
+def test_a_step_budget_scales_a_new_models_epochs_and_milestones_to_its_set():
+    p = parse_params({"pretrain": {"epochs": 12, "milestones": [8]}, "finetune": {"new_model_budget": "steps"}})
+    configs = {n: p.finetune.new_model_config(p.pretrain, 1, 3000, n) for n in (2000, 3000, 5000, 5400, 100000)}
+    assert {n: (c.epochs, c.milestones) for n, c in configs.items()} == {
+        2000: (18, [12]), 3000: (12, [8]), 5000: (7, [5]), 5400: (7, [4]), 100000: (1, [])}
+    for n in (2000, 5000, 5400):  # within one epoch of the biased model's 12 x 24 steps of 128 images
+        assert abs(configs[n].epochs * -(-n // 128) - 12 * 24) <= -(-n // 128)
+    assert all(c.lr == p.pretrain.lr and c.seed == 1 for c in configs.values())
+    by_epochs = parse_params({"pretrain": {"epochs": 12, "milestones": [8]}})
+    assert by_epochs.finetune.new_model_config(by_epochs.pretrain, 1, 3000, 5000) == by_epochs.pretrain.train_config(1)
+
+
+def test_precision_auto_is_resolved_for_the_device_before_a_run(monkeypatch):
+    from aimfair.data import loading
+    p = parse_params({"pretrain": {"precision": "auto", "device": "cpu"}}).pretrain
+    monkeypatch.setattr(loading.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert p.train_config(seed=1).precision == "bfloat16"
+    assert parse_params({}).finetune.train_config(p, seed=1).precision == "bfloat16"  # fine-tuning follows
+    monkeypatch.setattr(loading.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert p.train_config(seed=1).precision == "float32"
+    assert parse_params({"pretrain": {"precision": "bfloat16"}}).pretrain.train_config(1).precision == "bfloat16"
+    assert PretrainParams().precision == "float32"  # the paper's settings train in full precision
+
+
 def test_missing_keys_take_the_defaults():
     params = parse_params({"pretrain": {"epochs": 3}})
     assert params.pretrain == dataclasses.replace(PretrainParams(), epochs=3)
@@ -159,6 +183,8 @@ def test_cli_reports_a_bad_params_file_in_one_line(tmp_path, capsys, content, me
     ({"pretrain": {"crop_scale": [1.5, 0.2]}}, "pretrain.crop_scale must be"),
     ({"pretrain": {"milestones": [8, 4]}}, "pretrain.milestones must be increasing"),
     ({"pretrain": {"pretrained": "imagenet21k"}}, "pretrain.pretrained is 'imagenet21k'"),
+    ({"pretrain": {"precision": "fp16"}}, "pretrain.precision is 'fp16'"),
+    ({"finetune": {"new_model_budget": "updates"}}, "finetune.new_model_budget is 'updates'"),
     ({"evaluate": {"split": "train"}}, "evaluate.split is 'train'"),
     ({"seeds": []}, "seeds must be a non-empty list"),
     ({"seeds": [1, 1]}, "seeds must be a non-empty list of distinct"),

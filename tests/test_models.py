@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from aimfair.errors import AimfairError
-from aimfair.models import build_classifier, imagenet_weights_path, load_checkpoint, read_sidecar, save_checkpoint
+from aimfair.models import (SmallMapConv2d, build_classifier, imagenet_weights_path, load_checkpoint, read_sidecar,
+                            save_checkpoint)
 
 
 def test_resnet18_with_one_logit():
@@ -118,3 +119,53 @@ def test_missing_checkpoint_or_sidecar(tmp_path):
     (tmp_path / "m.json").unlink()
     with pytest.raises(AimfairError, match=r"sidecar .*m\.json is missing"):
         load_checkpoint(build_classifier(), tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding", [
+    (1, 3, 1, 1),  # layer4's 3x3 convolutions at 32 px: only the centre tap meets a pixel
+    (2, 3, 2, 1),  # layer4.0.conv1: 2x2 -> 1x1, four taps
+    (2, 1, 2, 0),  # layer4.0.downsample
+    (3, 3, 3, 0),  # a window that fits the map exactly
+    (2, 3, 1, 1),  # a 2x2 output: the ordinary convolution
+    (7, 3, 1, 1),  # 224 px inputs: the ordinary convolution
+    ((1, 3), (3, 5), 1, (1, 2)),  # non-square maps and kernels
+    ((2, 1), (3, 1), (2, 1), (1, 0)),
+])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_one_pixel_convolution_as_a_matrix_product_equals_the_convolution(size, kernel, stride, padding, layout):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, kernel, stride, padding)
+    small = SmallMapConv2d(8, 16, kernel, stride, padding)
+    small.load_state_dict(conv.state_dict())
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.randn(4, 8, h, w).contiguous(memory_format=layout).requires_grad_()
+    x_small = x.detach().clone().requires_grad_()
+    expected, got = conv(x), small(x_small)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-5)
+    weights = torch.randn_like(expected)  # a loss that weighs every output differently
+    (expected * weights).sum().backward()
+    (got * weights).sum().backward()
+    assert torch.allclose(small.weight.grad, conv.weight.grad, atol=1e-5)
+    assert torch.allclose(small.bias.grad, conv.bias.grad, atol=1e-5)
+    assert torch.allclose(x_small.grad, x.grad, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast both compute in bfloat16
+        assert small(x).dtype == conv(x).dtype == torch.bfloat16
+    if size == 1 and kernel == 3:  # the taps that only meet padding get exactly zero gradient, as before
+        untouched = torch.ones(3, 3, dtype=torch.bool)
+        untouched[1, 1] = False
+        assert (small.weight.grad[:, :, untouched] == 0).all()
+
+
+def test_the_classifier_keeps_resnet18s_names_with_one_pixel_convolutions():
+    model = build_classifier()
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convolutions) == 20 and all(type(m) is SmallMapConv2d for m in convolutions)
+    from torchvision.models import resnet18
+    reference = resnet18(weights=None)
+    reference.fc = nn.Linear(512, 1)
+    assert list(model.state_dict()) == list(reference.state_dict())  # checkpoints and masks are unchanged
+    reference.load_state_dict(model.state_dict())
+    reference.eval(), model.eval()
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.allclose(model(x), reference(x), atol=1e-4)

@@ -134,6 +134,8 @@ def test_every_paper_setting_lists_what_its_stages_track_and_the_papers_protocol
         assert p.seeds == seeds and p.data.root == f"../../data/{dataset}" and p.data.bias_degree == "1/9"
         assert (p.pretrain.pretrained, p.pretrain.input_size, p.pretrain.epochs, p.pretrain.milestones) == (
             "imagenet", 224, 15, [10])
+        assert p.pretrain.precision == "float32"  # the authors' full precision, not the default world's auto
+        assert p.finetune.new_model_budget == "epochs"  # new models train pretrain.epochs over their own set
         assert (p.finetune.epochs, p.finetune.lr, p.selection.top_k, p.generate.preset) == (10, 0.06, 55, "paper")
         assert p.synthetic.balanced_per_group == 5000 and p.synthetic.biased_size == p.data.n_train
 

@@ -127,6 +127,25 @@ def test_strategies_from_scratch_start_from_the_biased_models_initial_weights_an
     assert setting.params.finetune.train_config(setting.params.pretrain, SEED).lr == 0.01
 
 
+def test_with_a_step_budget_new_models_make_the_biased_models_number_of_steps(root, monkeypatch):
+    import aimfair.strategies as strategies
+
+    seen = {}
+    monkeypatch.setattr(strategies, "fit", lambda model, train, val, cfg, out, *args, **kwargs: seen.update(
+        {out.parent.name: cfg}) or save_checkpoint(model, out / "best.safetensors", {}))
+    params = parse_params({"seeds": [SEED], "pretrain": {"input_size": 16, "epochs": 4, "batch_size": 8,
+                                                         "milestones": [2]},
+                           "finetune": {"epochs": 3, "new_model_budget": "steps"}})
+    setting = _setting(root, params)  # 32 real images: the biased model made 4 epochs x 4 steps
+    for name in ("synthetic_only", "supplementation", "repairing", "full_ft"):
+        run_strategy(name, setting)
+    epochs = {name: (cfg.epochs, cfg.milestones) for name, cfg in seen.items()}
+    assert epochs == {"synthetic_only": (5, [3]),  # 24 images: 5 epochs x 3 steps
+                      "supplementation": (2, [1]),  # 56 images: 2 x 7
+                      "repairing": (3, [2]),  # 40 images: 3 x 5
+                      "full_ft": (3, [])}  # a fine-tuning run keeps section finetune's epochs
+
+
 def test_a_finished_run_is_reused_and_a_changed_setting_retrains(root):
     first = run_strategy("linear_probe", _setting(root))
     assert not first.skipped

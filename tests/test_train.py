@@ -77,7 +77,7 @@ def test_fit_learns_and_keeps_the_best_validation_epoch(tmp_path):
 def test_the_checkpoint_is_the_best_validation_epoch(tmp_path, monkeypatch, accuracies, best):
     snapshots = []
 
-    def scripted_accuracy(model, images, device):
+    def scripted_accuracy(model, images, device, precision):
         snapshots.append(_state(model))
         return float(accuracies[len(snapshots) - 1])
 
@@ -245,3 +245,41 @@ def test_a_seeded_run_writes_byte_identical_outputs(tmp_path):
             tmp_path / run, CPU, {"seed": 1}, progress=False)
     for name in ("best.safetensors", "best.json", "history.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_bfloat16_training_learns_validates_in_bfloat16_and_records_its_precision(tmp_path, monkeypatch):
+    seen = []
+    real_accuracy = train.accuracy
+    monkeypatch.setattr(train, "accuracy", lambda *args: seen.append(args[-1]) or real_accuracy(*args))
+    torch.manual_seed(0)
+    model = build_classifier()
+    dtypes = set()  # what the convolutions compute in, in training steps and validation passes
+    model.conv1.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+    history = fit(model, _bright_or_dark(64, 0), _bright_or_dark(32, 1), replace(CFG, precision="bfloat16"),
+                  tmp_path, CPU, progress=False)
+    assert seen == ["bfloat16"] * 3  # validation runs in the precision of the training
+    assert dtypes == {torch.bfloat16}
+    assert history["val_acc"].max() >= 90
+    assert json.loads((tmp_path / "best.json").read_text())["config"]["precision"] == "bfloat16"
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
+    plain = build_classifier()
+    plain.conv1.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+    dtypes.clear()
+    fit(plain, _bright_or_dark(16, 0), _bright_or_dark(8, 1), replace(CFG, epochs=1), tmp_path / "f32", CPU,
+        progress=False)
+    assert dtypes == {torch.float32}  # and float32 means no autocast at all
+
+
+def test_fit_needs_a_resolved_precision(tmp_path):
+    with pytest.raises(AimfairError, match="precision must be float32 or bfloat16 when a run starts, got 'auto'"):
+        fit(build_classifier(), _bright_or_dark(8, 0), _bright_or_dark(8, 1), replace(CFG, precision="auto"),
+            tmp_path, CPU, progress=False)
+
+
+def test_cpu_training_runs_in_channels_last_memory_and_saves_plain_tensors(tmp_path):
+    model = build_classifier()
+    fit(model, _bright_or_dark(16, 0), _bright_or_dark(8, 1), replace(CFG, epochs=1), tmp_path, CPU, progress=False)
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    saved = build_classifier()
+    load_checkpoint(saved, tmp_path / "best.safetensors")  # safetensors holds ordinary contiguous tensors
+    assert torch.equal(saved.conv1.weight, model.conv1.weight)

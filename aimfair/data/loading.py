@@ -223,7 +223,7 @@ class BatchLoader:
         # one background thread prepares batch k+1 while the caller works on batch k; a single worker
         # keeps the augmentation's random draws in batch order, so results do not depend on timing. It runs
         # its torch ops on one intra-op thread: a second team of threads fighting the model's for the cores
-        # cost 15% of CPU training speed (docs/benchmarks.md); the batches are the same either way
+        # cost 17-19% of CPU training speed (docs/benchmarks.md); the batches are the same either way
         with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as prefetch:
             pending = prefetch.submit(self._prepare, batches[0]) if batches else None
             for k in range(len(batches)):
