@@ -33,7 +33,7 @@ import aimfair.models as models
 import aimfair.train as train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from training_throughput import measure  # noqa: E402  (a sibling script, not a package)
+from training_throughput import fit_benchmark_args, measure  # noqa: E402  (a sibling script, not a package)
 
 CONFIGURATIONS = ("before", "+ one-pixel", "+ channels-last", "+ bfloat16", "bfloat16 without one-pixel")
 
@@ -61,13 +61,7 @@ def speed(configuration: str, trainable: str, args: argparse.Namespace) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json", help="write the results here too")
-    args = parser.parse_args()
+    args = fit_benchmark_args(__doc__.splitlines()[0])
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         print("note: this CPU has no native bfloat16; the last configuration is emulated and slow")
 

@@ -13,7 +13,6 @@ hand the model the same batches:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -27,7 +26,7 @@ import torch
 import aimfair.data.loading as loading
 
 sys.path.insert(0, str(Path(__file__).parent))
-from training_throughput import _images, measure  # noqa: E402  (a sibling script, not a package)
+from training_throughput import _images, fit_benchmark_args, measure  # noqa: E402  (a sibling script, not a package)
 
 
 @contextmanager
@@ -48,13 +47,7 @@ def batches(size: int) -> list[torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json", help="write the results here too")
-    args = parser.parse_args()
+    args = fit_benchmark_args(__doc__.splitlines()[0])
     cpu = torch.device("cpu")
 
     with default_prefetch_threads():

@@ -65,6 +65,17 @@ def measure(size: int, trainable: str, n: int, epochs: int, device: torch.device
     return n * (epochs - 1) / (stamps[-1] - stamps[0])
 
 
+def fit_benchmark_args(description: str) -> argparse.Namespace:
+    """The options of the scripts that time `fit` on random images in several configurations, interleaved."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", help="write the results here too")
+    return parser.parse_args()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 224])
