@@ -1,16 +1,13 @@
 """What selective mask generation and selective fine-tuning cost, on the default pipeline's own files.
 
-* mask generation (three gradient passes: D_R, D_S1, D_S2, always in float32) against one training epoch over
-  the three sets together (the issue's budget: no more than that), in the pipeline's training precision and
-  in float32;
+* mask generation (three gradient passes: D_R, D_S1, D_S2, always in float32) as the mask stage runs it
+  (stages.mask.set_gradients: the convolutions of layer3's 2x2 and layer4's 1x1 maps as matrix products,
+  aimfair.small_maps) and as it ran before (models.SmallMapConv2d, as training runs), against one training
+  epoch over the three sets together (the issue's budget: no more than that), in the pipeline's training
+  precision and in float32;
+* what aimfair.small_maps would gain training: the same training epoch with it;
 * seconds per fine-tuning epoch on D_S2 when all tensors train (full_ft), only the mask (aimfair), only the
   final layer (linear_probe): frozen tensors get no gradient, so the backward pass stops early.
-
-All timings come from one run, alternating the variants `--repeats` times and keeping each one's median, so
-the ratios are fair on a shared machine. Needs the outputs of `dvc repro` up to the mask stage. Run from the
-repository root:
-
-    PATH=$PWD/.venv/bin:$PATH python benchmarks/finetune_cost.py --json docs/finetune_cost.json
 """
 
 from __future__ import annotations
@@ -32,7 +29,9 @@ from aimfair.config import load_params
 from aimfair.data.loading import concat_image_sets
 from aimfair.models import build_classifier, load_checkpoint
 from aimfair.selection import freeze_except, load_mask, mean_gradients
+from aimfair.small_maps import whole_map_matmuls
 from aimfair.stages.common import setup_torch
+from aimfair.stages.mask import set_gradients
 from aimfair.strategies import Setting
 from aimfair.train import fit
 
@@ -61,29 +60,43 @@ def main() -> None:
     one_epoch_float32 = dataclasses.replace(one_epoch, precision="float32")  # the gradient passes' precision
     finetune_epoch = dataclasses.replace(params.finetune.train_config(p, seed), epochs=1, milestones=[])
 
-    def gradients():
+    def gradients():  # as the mask stage computes them
+        set_gradients(params, biased(), dict(enumerate(sets)), device, progress=False)
+
+    def gradients_convolutions_only():  # as the mask stage computed them before aimfair.small_maps
         model = biased()
         for images in sets:
             mean_gradients(model, images, device, sel.batch_size, sel.bn_mode, sel.seed)
 
-    def train_epoch(images, cfg, trainable=None):
+    def train_epoch(images, cfg, trainable=None, matmuls=False):
         def run():
             model = biased()
             if trainable is not None:
                 freeze_except(model, trainable)
+            if matmuls:
+                whole_map_matmuls(model)
             with tempfile.TemporaryDirectory() as out:
                 fit(model, images, setting.val, cfg, out, device, progress=False)
         return run
 
     three_sets = concat_image_sets(*sets)
     balanced = setting.synthetic["balanced"]
+    mask_now, mask_before = "mask generation (3 gradient passes)", "mask generation before (as training computes)"
+    epoch = f"one training epoch over D_R + D_S1 + D_S2 ({one_epoch.precision})"
+    epoch_matmuls = "the same epoch with aimfair.small_maps"
+    epoch_float32 = "one training epoch over the three sets (float32)"
+    full, aimfair, probe = ("fine-tuning epoch, full_ft (all tensors)",
+                            f"fine-tuning epoch, aimfair ({len(mask.tensors)} tensors)",
+                            "fine-tuning epoch, linear_probe (fc only)")
     variants = {
-        "mask generation (3 gradient passes)": gradients,
-        f"one training epoch over D_R + D_S1 + D_S2 ({one_epoch.precision})": train_epoch(three_sets, one_epoch),
-        "fine-tuning epoch, full_ft (all tensors)": train_epoch(balanced, finetune_epoch),
-        f"fine-tuning epoch, aimfair ({len(mask.tensors)} tensors)": train_epoch(balanced, finetune_epoch, mask.tensors),
-        "fine-tuning epoch, linear_probe (fc only)": train_epoch(balanced, finetune_epoch, ["fc.weight", "fc.bias"]),
-        "one training epoch over the three sets (float32)": train_epoch(three_sets, one_epoch_float32),
+        mask_now: gradients,
+        mask_before: gradients_convolutions_only,
+        epoch: train_epoch(three_sets, one_epoch),
+        epoch_matmuls: train_epoch(three_sets, one_epoch, matmuls=True),
+        epoch_float32: train_epoch(three_sets, one_epoch_float32),
+        full: train_epoch(balanced, finetune_epoch),
+        aimfair: train_epoch(balanced, finetune_epoch, mask.tensors),
+        probe: train_epoch(balanced, finetune_epoch, ["fc.weight", "fc.bias"]),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
@@ -92,21 +105,23 @@ def main() -> None:
             run()
             times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(t) for name, t in times.items()}
-    names = list(variants)
-    ratios = {"mask / training epoch over the three sets": median[names[0]] / median[names[1]],
-              "aimfair / full_ft epoch": median[names[3]] / median[names[2]],
-              "linear_probe / full_ft epoch": median[names[4]] / median[names[2]],
-              "mask / float32 training epoch over the three sets": median[names[0]] / median[names[5]]}
+    ratios = {"mask / training epoch over the three sets": median[mask_now] / median[epoch],
+              "mask before / training epoch over the three sets": median[mask_before] / median[epoch],
+              "mask before / mask (speed-up of aimfair.small_maps)": median[mask_before] / median[mask_now],
+              "mask / float32 training epoch over the three sets": median[mask_now] / median[epoch_float32],
+              "training epoch / the same with aimfair.small_maps": median[epoch] / median[epoch_matmuls],
+              "aimfair / full_ft epoch": median[aimfair] / median[full],
+              "linear_probe / full_ft epoch": median[probe] / median[full]}
     for name, seconds in median.items():
-        print(f"{name:<48} {seconds:7.2f} s")
+        print(f"{name:<58} {seconds:7.2f} s")
     for name, ratio in ratios.items():
-        print(f"{name:<48} {ratio:7.2f}")
+        print(f"{name:<58} {ratio:7.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(dict(
             machine=dict(cpus=os.cpu_count(), python=platform.python_version(), torch=torch.__version__,
                          device=str(device)),
             images=dict(real=len(sets[0]), biased_synthetic=len(sets[1]), balanced_synthetic=len(sets[2])),
-            note="each variant includes the validation pass and checkpoint write of one epoch (fit)",
+            note="each training variant includes the validation pass and checkpoint write of one epoch (fit)",
             median_seconds={k: round(v, 2) for k, v in median.items()},
             ratios={k: round(v, 3) for k, v in ratios.items()}, repeats=args.repeats), indent=2) + "\n")
 

@@ -1,0 +1,99 @@
+"""Would bfloat16 gradient passes do for the mask? Scores and masks of every seed in float32 and in bfloat16.
+
+The mask stage computes its three gradient passes in float32 while training runs under bfloat16 autocast
+(on CPUs that compute it natively), which makes the passes the slower kind of work. This script computes
+the gradients both ways on the default pipeline's own files (each seed's biased model, D_R, D_S1, D_S2, as
+the mask stage does) and reports, per seed and rule, the largest relative change of a domain or bias score
+and whether the selected tensors change, with how close each ranking's k-th and (k+1)-th scores are and the
+seconds each way (one run, so only a rough guide on a shared machine). Needs the outputs of `dvc repro` up to the mask stage. Run from the
+repository root:
+
+    PATH=$PWD/.venv/bin:$PATH python benchmarks/mask_precision.py --json docs/mask_precision.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+from aimfair import paths
+from aimfair.config import load_params
+from aimfair.errors import AimfairError
+from aimfair.selection import select_tensors, sensitivity_scores
+from aimfair.stages.common import setup_torch
+from aimfair.stages.mask import biased_model, set_gradients
+from aimfair.strategies import Setting
+from aimfair.train import logits_of
+
+
+def bfloat16_gradients(params, model, sets, device) -> dict:
+    """set_gradients with the probe's forward pass under bfloat16 autocast (as training runs)."""
+    forward = type(model).forward
+
+    def autocast_forward(self, x):
+        return logits_of(lambda batch: forward(self, batch), x, "bfloat16")
+
+    with mock.patch.object(type(model), "forward", autocast_forward):
+        return set_gradients(params, model, sets, device, progress=False)
+
+
+def boundary_margin(values, top_k: int, largest: bool) -> float:
+    """How far apart the k-th and (k+1)-th scores of a ranking are, relative to the k-th: the room a rounding
+    error has before it swaps a tensor in or out of the top k."""
+    ranked = sorted(values, reverse=largest)
+    if top_k >= len(ranked):
+        return float("inf")
+    return abs(ranked[top_k] - ranked[top_k - 1]) / abs(ranked[top_k - 1])
+
+
+def compare(float32: dict, bfloat16: dict, rule: str, top_k: int) -> dict:
+    exact, rounded = sensitivity_scores(float32, rule), sensitivity_scores(bfloat16, rule)
+    margins = dict(domain=round(boundary_margin(exact["domain"], top_k, largest=False), 4),
+                   bias=round(boundary_margin(exact["bias"], top_k, largest=True), 4))
+    change = ((rounded[["domain", "bias"]] - exact[["domain", "bias"]]).abs() / exact[["domain", "bias"]].abs()).max()
+    try:
+        kept, kept_rounded = select_tensors(exact, top_k), select_tensors(rounded, top_k)
+    except AimfairError as e:
+        return dict(error=str(e), boundary_margin=margins)
+    return dict(boundary_margin=margins, max_relative_change_domain=round(float(change["domain"]), 4),
+                max_relative_change_bias=round(float(change["bias"]), 4),
+                selected_float32=len(kept), selected_bfloat16=len(kept_rounded), same_mask=kept == kept_rounded,
+                only_in_float32=sorted(set(kept) - set(kept_rounded)),
+                only_in_bfloat16=sorted(set(kept_rounded) - set(kept)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--json", help="write the results here too")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    root = paths.repo_root()
+    device = setup_torch(params.pretrain.threads, params.pretrain.device)
+    results = {}
+    for seed in params.seeds:
+        setting = Setting(params, root, seed, device, progress=False)
+        model = biased_model(params, setting.biased_checkpoint)
+        sets = dict(real=setting.real_train, biased_synthetic=setting.synthetic["biased"],
+                    balanced_synthetic=setting.synthetic["balanced"])
+        started = time.perf_counter()
+        float32 = set_gradients(params, model, sets, device, progress=False)
+        middle = time.perf_counter()
+        bfloat16 = bfloat16_gradients(params, model, sets, device)
+        seconds = dict(float32=round(middle - started, 2), bfloat16=round(time.perf_counter() - middle, 2))
+        results[f"seed {seed}"] = dict(seconds=seconds, **{rule: compare(float32, bfloat16, rule, params.selection.top_k)
+                                                           for rule in ("absolute", "cosine")})
+        print(f"seed {seed}: {json.dumps(results[f'seed {seed}'])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(
+            machine=dict(torch=torch.__version__, device=str(device)), top_k=params.selection.top_k,
+            results=results), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
