@@ -12,8 +12,14 @@ WholeMapConv2d handles every convolution whose output pixels (at most 4) all rea
 the region is flattened to [N, R*C] and multiplied by a [P*O, R*C] matrix stacked from one kernel block per
 output pixel. The blocks come out of the weight through _KernelBlocks, whose backward adds the matrix's
 gradient into a buffer the module keeps (zero outside the blocks), so no tensor of the weight's size is
-made per batch. Same parameters, same names, same sums (float32 rounding aside: gradients agree with the
-convolution's to about 1e-6 relative, tests/test_small_maps.py).
+made per batch. Same parameters, same names, same sums (float32 rounding aside: outputs and gradients agree
+with the convolution's to within 1e-5 of their largest entry per layer, tests/test_small_maps.py).
+
+Made for the mask stage's loop (forward, loss.backward() into .grad, next batch). Limits that follow from
+the kept buffer: the weight gradient a backward returns *is* the buffer, so torch.autograd.grad's result for
+a weight is overwritten by the module's next backward (loss.backward() is safe: autograd copies it into
+.grad); no double backward; and a forward that is recorded but never backpropagated leaves the module on the
+usual convolution until a backward runs.
 
 Only the mask stage uses it (stages/mask.py). Training keeps models.SmallMapConv2d, because switching would
 change every trained model in the last bits and so retrain the whole pipeline; benchmarks/finetune_cost.py
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch import nn
 
 from aimfair.models import SmallMapConv2d
@@ -44,17 +51,23 @@ class _KernelBlocks(torch.autograd.Function):
         return blocks.permute(0, 1, 3, 4, 2).reshape(len(corners) * o, -1)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        (bh, bw), buffer, corners = ctx.size, ctx.buffer, ctx.corners
-        ctx.module._awaiting_backward = False
+        (bh, bw), buffer, corners, module = ctx.size, ctx.buffer, ctx.corners, ctx.module
+        module._awaiting_backward = False
         o, c = buffer.shape[:2]
         grad = grad.reshape(len(corners), o, bh, bw, c).permute(0, 1, 4, 2, 3)  # [P, O, C, bh, bw]
-        rows = slice(min(a for a, _ in corners), max(a for a, _ in corners) + bh)
-        cols = slice(min(b for _, b in corners), max(b for _, b in corners) + bw)
-        buffer[:, :, rows, cols] = 0  # the rest of the buffer is never written, so it stays zero
+        box = (min(a for a, _ in corners), max(a for a, _ in corners) + bh,
+               min(b for _, b in corners), max(b for _, b in corners) + bw)
+        last = getattr(module, "_written", None)
+        if last is not None and last != box:  # another map size wrote elsewhere last time
+            buffer[:, :, last[0]:last[1], last[2]:last[3]] = 0
+        buffer[:, :, box[0]:box[1], box[2]:box[3]] = 0  # outside the written boxes the buffer stays zero
+        module._written = box
         for k, (a, b) in enumerate(corners):
             buffer[:, :, a:a + bh, b:b + bw] += grad[k]  # blocks may overlap (2x2 maps share the centre tap)
-        # autograd adds the buffer into weight.grad (a copy the first time: the module keeps a reference)
+        # the module holds the buffer, so autograd's AccumulateGrad cannot adopt it as .grad: it copies it the
+        # first time and adds it in afterwards
         return buffer, None, None, None, None
 
 
@@ -68,7 +81,8 @@ class WholeMapConv2d(SmallMapConv2d):
         if plan is None or (recorded and getattr(self, "_awaiting_backward", False)):
             # a second use before the first one's backward would share the gradient buffer: the usual way
             return super().forward(x)
-        self._awaiting_backward = recorded
+        if recorded:  # a forward without autograd (validation, torch.no_grad) leaves a pending backward alone
+            self._awaiting_backward = True
         (r0, r1, c0, c1), corners, (oh, ow) = plan
         n = x.shape[0]
         matrix = _KernelBlocks.apply(self.weight, corners, (r1 - r0, c1 - c0), self._gradient_buffer(), self)
@@ -102,6 +116,7 @@ class WholeMapConv2d(SmallMapConv2d):
         w = self.weight
         if buffer is None or buffer.shape != w.shape or buffer.dtype != w.dtype or buffer.device != w.device:
             buffer = self._buffer = torch.zeros_like(w)
+            self._written = None
         return buffer
 
 

@@ -37,7 +37,7 @@ SHAPES = [
     (8, 6, 1, 2, 0, False, 2, True),   # layer4's downsample: one pixel reading only the map's corner
     (8, 6, 3, 2, 1, False, 4, False),  # layer3's first convolution: its pixels read different regions
     (8, 6, 3, 1, 1, False, 4, False),  # a 4x4 map: more than 4 output pixels
-    (8, 6, 3, 1, 3, False, 1, False),  # padding beyond the kernel: the corner pixels see only padding
+    (8, 6, 3, 1, 3, False, 1, False),  # padding 3 on a 1x1 map: 9 output pixels, more than 4
 ]
 
 
@@ -74,6 +74,40 @@ def test_gradients_add_up_over_batches_like_the_convolutions():
     _close(plain.weight.grad, fast.weight.grad)
 
 
+def _fast_path_taken(module: WholeMapConv2d) -> bool:
+    """Whether the module's last backward went through the matrix product (only that path fills the buffer)."""
+    return getattr(module, "_buffer", None) is not None and bool(module._buffer.abs().sum() > 0)
+
+
+def test_a_forward_without_autograd_between_forward_and_backward_changes_nothing():
+    """A no-grad forward (a validation step, say) must not clear the guard of a pending backward: the next
+    recorded forward would share the buffer and the first backward's gradient would be lost."""
+    torch.manual_seed(0)
+    plain, fast = _pair(nn.Conv2d(8, 8, 3, 1, 1, bias=False))
+    x = torch.randn(4, 8, 2, 2)
+    for m in (plain, fast):
+        first = m(x)
+        with torch.no_grad():
+            m(x)
+        (first.square().sum() + m(x * 2).sum()).backward()
+    _close(plain.weight.grad, fast.weight.grad)
+    assert _fast_path_taken(fast)
+
+
+def test_one_module_on_two_map_sizes_keeps_no_stale_gradient():
+    """A 1x1 map writes only the centre tap, a 2x2 map the whole kernel: after the 2x2 batch, a 1x1 batch must
+    not carry the 2x2 batch's outer taps along."""
+    torch.manual_seed(0)
+    plain, fast = _pair(nn.Conv2d(8, 6, 3, 1, 1, bias=False))
+    for size in (2, 1, 2, 1):
+        x = torch.randn(4, 8, size, size)
+        for m in (plain, fast):
+            m.weight.grad = None
+            (m(x) ** 2).sum().backward()
+        _close(plain.weight.grad, fast.weight.grad)
+        assert _fast_path_taken(fast)
+
+
 def test_a_second_use_before_backward_is_still_right():
     torch.manual_seed(0)
     plain, fast = _pair(nn.Conv2d(8, 8, 3, 1, 1, bias=False))
@@ -97,6 +131,12 @@ def test_a_resnet_at_32_px_has_the_same_gradients_and_every_small_map_is_convert
         nn.BCEWithLogitsLoss()(m(x).squeeze(1), y).backward()
     for p, q in zip(plain.parameters(), fast.parameters()):
         _close(p.grad, q.grad, 1e-4)  # a whole network in train-mode BatchNorm adds up more rounding
+    # layer3 works on 2x2 maps, layer4 on 1x1 ones: all take the product except layer3's two stride-2
+    # convolutions, whose four output pixels read different parts of layer2's 4x4 map
+    taken = {name for name, m in fast.named_modules() if isinstance(m, WholeMapConv2d) and _fast_path_taken(m)}
+    expected = {name for name, m in fast.named_modules() if isinstance(m, WholeMapConv2d)
+                and name.startswith(("layer3", "layer4")) and name not in ("layer3.0.conv1", "layer3.0.downsample.0")}
+    assert taken == expected
 
 
 def test_the_mask_stage_uses_them_and_leaves_the_model_alone():

@@ -54,9 +54,8 @@ def set_gradients(params: Params, model, sets: dict, device: torch.device, progr
     order seed), in full float32. On a CPU, the convolutions of layer3's 2x2 and layer4's 1x1 maps run as
     matrix products (aimfair.small_maps: the same gradients, faster); `model` itself is left as it is."""
     sel = params.selection
-    probe = copy.deepcopy(model)
-    if device.type == "cpu":  # measured there; on a GPU cuDNN's own kernels stay
-        whole_map_matmuls(probe)
+    # mean_gradients works on its own copy; the extra copy here is only for the CPU's convolution swap
+    probe = whole_map_matmuls(copy.deepcopy(model)) if device.type == "cpu" else model  # GPUs keep cuDNN's
     with full_float32():
         return {name: mean_gradients(probe, images, device, sel.batch_size, sel.bn_mode, sel.seed, progress)
                 for name, images in sets.items()}
