@@ -8,6 +8,12 @@
 * what aimfair.small_maps would gain training: the same training epoch with it;
 * seconds per fine-tuning epoch on D_S2 when all tensors train (full_ft), only the mask (aimfair), only the
   final layer (linear_probe): frozen tensors get no gradient, so the backward pass stops early.
+
+All timings come from one run, alternating the variants `--repeats` times and keeping each one's median, so
+the ratios are fair on a shared machine. Needs the outputs of `dvc repro` up to the mask stage. Run from the
+repository root:
+
+    PATH=$PWD/.venv/bin:$PATH python benchmarks/finetune_cost.py --json docs/finetune_cost.json
 """
 
 from __future__ import annotations

@@ -74,10 +74,12 @@ def main() -> None:
     for stage in stages:
         rows.append(measure(stage))
         print(f"{rows[-1]['stage']:<16} {rows[-1]['seconds']:>7.1f} s  {rows[-1]['peak_rss_mb']:>6d} MB", flush=True)
+    note = "generator skipped: a fresh clone has its committed checkpoint" if "generator" in args.skip else ""
     if args.only and args.json and Path(args.json).exists():  # update those stages in the earlier results
         measured = {r["stage"]: r for r in rows}
-        earlier = json.loads(Path(args.json).read_text())["stages"]
-        rows = [measured.pop(r["stage"], r) for r in earlier] + list(measured.values())
+        earlier = json.loads(Path(args.json).read_text())
+        rows = [measured.pop(r["stage"], r) for r in earlier["stages"]] + list(measured.values())
+        note = earlier.get("note", "")
     total = sum(r["seconds"] for r in rows)
     print(f"{'total':<16} {total:>7.1f} s  {max(r['peak_rss_mb'] for r in rows):>6d} MB peak")
     if args.json:
@@ -85,9 +87,7 @@ def main() -> None:
             machine=dict(cpus=os.cpu_count(),
                          python=platform.python_version(), torch=torch.__version__,
                          cuda=torch.cuda.is_available()),
-            stages=rows, total_seconds=round(total, 1),
-            note="generator skipped: a fresh clone has its committed checkpoint" if "generator" in args.skip
-            else ""), indent=2) + "\n")
+            stages=rows, total_seconds=round(total, 1), note=note), indent=2) + "\n")
 
 
 if __name__ == "__main__":
