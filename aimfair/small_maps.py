@@ -15,11 +15,12 @@ gradient into a buffer the module keeps (zero outside the blocks), so no tensor 
 made per batch. Same parameters, same names, same sums (float32 rounding aside: outputs and gradients agree
 with the convolution's to within 1e-5 of their largest entry per layer, tests/test_small_maps.py).
 
-Made for the mask stage's loop (forward, loss.backward() into .grad, next batch). Limits that follow from
-the kept buffer: the weight gradient a backward returns *is* the buffer, so torch.autograd.grad's result for
-a weight is overwritten by the module's next backward (loss.backward() is safe: autograd copies it into
-.grad); no double backward; and a forward that is recorded but never backpropagated leaves the module on the
-usual convolution until a backward runs.
+Made for the mask stage's loop (forward, loss.backward() into .grad, next batch). While a recorded forward
+awaits its backward, a second recorded forward of the same module takes the usual convolution, so the two
+never share the buffer (a graph dropped without a backward stops counting). Limits that follow from the
+kept buffer: the weight gradient a backward returns *is* the buffer, so torch.autograd.grad's result for a
+weight is overwritten by the module's next backward (loss.backward() is safe: autograd copies it into
+.grad), and there is no double backward.
 
 Only the mask stage uses it (stages/mask.py). Training keeps models.SmallMapConv2d, because switching would
 change every trained model in the last bits and so retrain the whole pipeline; benchmarks/finetune_cost.py
@@ -27,6 +28,8 @@ measures what training would gain.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +57,7 @@ class _KernelBlocks(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         (bh, bw), buffer, corners, module = ctx.size, ctx.buffer, ctx.corners, ctx.module
-        module._awaiting_backward = False
+        module._pending = None
         o, c = buffer.shape[:2]
         grad = grad.reshape(len(corners), o, bh, bw, c).permute(0, 1, 4, 2, 3)  # [P, O, C, bh, bw]
         box = (min(a for a, _ in corners), max(a for a, _ in corners) + bh,
@@ -78,14 +81,14 @@ class WholeMapConv2d(SmallMapConv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = self._plan(x)
         recorded = torch.is_grad_enabled() and self.weight.requires_grad
-        if plan is None or (recorded and getattr(self, "_awaiting_backward", False)):
+        if plan is None or (recorded and self._backward_pending()):
             # a second use before the first one's backward would share the gradient buffer: the usual way
             return super().forward(x)
-        if recorded:  # a forward without autograd (validation, torch.no_grad) leaves a pending backward alone
-            self._awaiting_backward = True
         (r0, r1, c0, c1), corners, (oh, ow) = plan
         n = x.shape[0]
         matrix = _KernelBlocks.apply(self.weight, corners, (r1 - r0, c1 - c0), self._gradient_buffer(), self)
+        if recorded:  # a forward without autograd (validation, torch.no_grad) leaves a pending backward alone
+            self._pending = weakref.ref(matrix.grad_fn)  # dies with the graph if it is never backpropagated
         region = x[:, :, r0:r1, c0:c1].permute(0, 2, 3, 1).reshape(n, -1)  # a view for a channels-last map
         bias = None if self.bias is None else self.bias.repeat(len(corners))
         out = F.linear(region, matrix, bias)  # [N, P*O]: output pixels in row-major order, then channels
@@ -110,6 +113,11 @@ class WholeMapConv2d(SmallMapConv2d):
             return None  # the window sees only padding
         corners = tuple((r0 - (i * sh - ph), c0 - (j * sw - pw)) for i in range(oh) for j in range(ow))
         return (r0, r1, c0, c1), corners, (oh, ow)
+
+    def _backward_pending(self) -> bool:
+        """Whether a recorded forward's graph is still alive and not yet backpropagated through this module."""
+        pending = getattr(self, "_pending", None)
+        return pending is not None and pending() is not None
 
     def _gradient_buffer(self) -> torch.Tensor:
         buffer = getattr(self, "_buffer", None)

@@ -108,6 +108,18 @@ def test_one_module_on_two_map_sizes_keeps_no_stale_gradient():
         assert _fast_path_taken(fast)
 
 
+def test_a_graph_dropped_without_backward_does_not_block_the_matrix_product():
+    torch.manual_seed(0)
+    plain, fast = _pair(nn.Conv2d(8, 6, 3, 1, 1, bias=False))
+    x = torch.randn(4, 8, 2, 2)
+    fast(x).sum()  # recorded, never backpropagated: the graph is dropped here
+    assert not fast._backward_pending()
+    for m in (plain, fast):
+        (m(x) ** 2).sum().backward()
+    _close(plain.weight.grad, fast.weight.grad)
+    assert _fast_path_taken(fast)
+
+
 def test_a_second_use_before_backward_is_still_right():
     torch.manual_seed(0)
     plain, fast = _pair(nn.Conv2d(8, 8, 3, 1, 1, bias=False))
@@ -139,7 +151,7 @@ def test_a_resnet_at_32_px_has_the_same_gradients_and_every_small_map_is_convert
     assert taken == expected
 
 
-def test_the_mask_stage_uses_them_and_leaves_the_model_alone():
+def test_the_mask_stage_uses_them_and_leaves_the_model_alone(monkeypatch):
     from aimfair.config import load_params
     from aimfair.data.loading import ImageSet
     from aimfair.selection import mean_gradients
@@ -153,7 +165,11 @@ def test_the_mask_stage_uses_them_and_leaves_the_model_alone():
                       s=np.arange(20) // 10, image_ids=[f"{i}.png" for i in range(20)])
     params = load_params("params.yaml")
     params = dataclasses.replace(params, selection=dataclasses.replace(params.selection, batch_size=8))
+    products = []  # the matrix product's gradient buffer is only asked for on its way
+    buffer_of = WholeMapConv2d._gradient_buffer
+    monkeypatch.setattr(WholeMapConv2d, "_gradient_buffer", lambda self: products.append(1) or buffer_of(self))
     fast = set_gradients(params, model, {"real": images}, torch.device("cpu"), progress=False)["real"]
+    assert products
     sel = params.selection
     plain = mean_gradients(model, images, torch.device("cpu"), sel.batch_size, sel.bn_mode, sel.seed)
     assert [type(m) for m in model.modules()] == classes
