@@ -1,12 +1,15 @@
-"""Would bfloat16 gradient passes do for the mask? Scores and masks of every seed in float32 and in bfloat16.
+"""How much the mask's numerics matter: every seed's scores and masks computed three ways.
 
-The mask stage computes its three gradient passes in float32 while training runs under bfloat16 autocast
-(on CPUs that compute it natively), which makes the passes the slower kind of work. This script computes
-the gradients both ways on the default pipeline's own files (each seed's biased model, D_R, D_S1, D_S2, as
-the mask stage does) and reports, per seed and rule, the largest relative change of a domain or bias score
-and whether the selected tensors change, with how close each ranking's k-th and (k+1)-th scores are and the
-seconds each way (one run, so only a rough guide on a shared machine). Needs the outputs of `dvc repro` up to the mask stage. Run from the
-repository root:
+* float32 as the mask stage computes it (convolutions on tiny maps as matrix products, aimfair.small_maps);
+* float32 with the convolutions as training computes them (models.SmallMapConv2d, the stage before
+  small_maps): the same sums in another order, so the scores should agree to float32 rounding;
+* bfloat16 autocast, as training runs on CPUs that compute it natively: would it do for the mask?
+
+On the default pipeline's own files (each seed's biased model, D_R, D_S1, D_S2, as the mask stage uses
+them), it reports per seed and rule, against the stage's float32, the largest relative change of a domain
+or bias score, whether the selected tensors change, how close each ranking's k-th and (k+1)-th scores are,
+and the seconds each way (one run, so only a rough guide on a shared machine). Needs the outputs of
+`dvc repro` up to the mask stage. Run from the repository root:
 
     PATH=$PWD/.venv/bin:$PATH python benchmarks/mask_precision.py --json docs/mask_precision.json
 """
@@ -24,9 +27,9 @@ import torch
 from aimfair import paths
 from aimfair.config import load_params
 from aimfair.errors import AimfairError
-from aimfair.selection import select_tensors, sensitivity_scores
+from aimfair.selection import mean_gradients, select_tensors, sensitivity_scores
 from aimfair.stages.common import setup_torch
-from aimfair.stages.mask import biased_model, set_gradients
+from aimfair.stages.mask import biased_model, full_float32, set_gradients
 from aimfair.strategies import Setting
 from aimfair.train import logits_of
 
@@ -42,6 +45,14 @@ def bfloat16_gradients(params, model, sets, device) -> dict:
         return set_gradients(params, model, sets, device, progress=False)
 
 
+def convolution_gradients(params, model, sets, device) -> dict:
+    """set_gradients as it was before aimfair.small_maps: the model's own convolutions, full float32."""
+    sel = params.selection
+    with full_float32():
+        return {name: mean_gradients(model, images, device, sel.batch_size, sel.bn_mode, sel.seed)
+                for name, images in sets.items()}
+
+
 def boundary_margin(values, top_k: int, largest: bool) -> float:
     """How far apart the k-th and (k+1)-th scores of a ranking are, relative to the k-th: the room a rounding
     error has before it swaps a tensor in or out of the top k."""
@@ -51,8 +62,9 @@ def boundary_margin(values, top_k: int, largest: bool) -> float:
     return abs(ranked[top_k] - ranked[top_k - 1]) / abs(ranked[top_k - 1])
 
 
-def compare(float32: dict, bfloat16: dict, rule: str, top_k: int) -> dict:
-    exact, rounded = sensitivity_scores(float32, rule), sensitivity_scores(bfloat16, rule)
+def compare(reference: dict, other: dict, rule: str, top_k: int) -> dict:
+    """How the scores and mask from `other` gradients differ from those from the `reference` gradients."""
+    exact, rounded = sensitivity_scores(reference, rule), sensitivity_scores(other, rule)
     margins = dict(domain=round(boundary_margin(exact["domain"], top_k, largest=False), 4),
                    bias=round(boundary_margin(exact["bias"], top_k, largest=True), 4))
     change = ((rounded[["domain", "bias"]] - exact[["domain", "bias"]]).abs() / exact[["domain", "bias"]].abs()).max()
@@ -62,9 +74,9 @@ def compare(float32: dict, bfloat16: dict, rule: str, top_k: int) -> dict:
         return dict(error=str(e), boundary_margin=margins)
     return dict(boundary_margin=margins, max_relative_change_domain=round(float(change["domain"]), 4),
                 max_relative_change_bias=round(float(change["bias"]), 4),
-                selected_float32=len(kept), selected_bfloat16=len(kept_rounded), same_mask=kept == kept_rounded,
-                only_in_float32=sorted(set(kept) - set(kept_rounded)),
-                only_in_bfloat16=sorted(set(kept_rounded) - set(kept)))
+                selected=len(kept), selected_other=len(kept_rounded), same_mask=kept == kept_rounded,
+                only_in_reference=sorted(set(kept) - set(kept_rounded)),
+                only_in_other=sorted(set(kept_rounded) - set(kept)))
 
 
 def main() -> None:
@@ -81,13 +93,18 @@ def main() -> None:
         model = biased_model(params, setting.biased_checkpoint)
         sets = dict(real=setting.real_train, biased_synthetic=setting.synthetic["biased"],
                     balanced_synthetic=setting.synthetic["balanced"])
-        started = time.perf_counter()
-        float32 = set_gradients(params, model, sets, device, progress=False)
-        middle = time.perf_counter()
-        bfloat16 = bfloat16_gradients(params, model, sets, device)
-        seconds = dict(float32=round(middle - started, 2), bfloat16=round(time.perf_counter() - middle, 2))
-        results[f"seed {seed}"] = dict(seconds=seconds, **{rule: compare(float32, bfloat16, rule, params.selection.top_k)
-                                                           for rule in ("absolute", "cosine")})
+        ways = dict(float32=lambda: set_gradients(params, model, sets, device, progress=False),
+                    float32_convolutions=lambda: convolution_gradients(params, model, sets, device),
+                    bfloat16=lambda: bfloat16_gradients(params, model, sets, device))
+        gradients, seconds = {}, {}
+        for way, compute in ways.items():
+            started = time.perf_counter()
+            gradients[way] = compute()
+            seconds[way] = round(time.perf_counter() - started, 2)
+        results[f"seed {seed}"] = dict(seconds=seconds, **{
+            f"{way} against float32": {rule: compare(gradients["float32"], gradients[way], rule, params.selection.top_k)
+                                       for rule in ("absolute", "cosine")}
+            for way in ("float32_convolutions", "bfloat16")})
         print(f"seed {seed}: {json.dumps(results[f'seed {seed}'])}")
     if args.json:
         Path(args.json).write_text(json.dumps(dict(

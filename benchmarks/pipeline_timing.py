@@ -79,7 +79,9 @@ def main() -> None:
         measured = {r["stage"]: r for r in rows}
         earlier = json.loads(Path(args.json).read_text())
         rows = [measured.pop(r["stage"], r) for r in earlier["stages"]] + list(measured.values())
-        note = earlier.get("note", "")
+        note, again = earlier.get("note", ""), f"re-measured alone later (--only): {', '.join(args.only)}"
+        if again not in note:  # the file is a mix of runs from now on: say so
+            note = f"{note}; {again}" if note else again
     total = sum(r["seconds"] for r in rows)
     print(f"{'total':<16} {total:>7.1f} s  {max(r['peak_rss_mb'] for r in rows):>6d} MB peak")
     if args.json:
