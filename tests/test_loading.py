@@ -1,5 +1,7 @@
 """Decode-once cache, batched augmentation and the batch loader."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,22 +97,22 @@ def _broken_dataset(tmp_path):
     return paths
 
 
-def test_unreadable_images_are_marked_and_counted(tmp_path):
+def test_unreadable_images_are_marked_and_counted(tmp_path, capsys):
     paths = _broken_dataset(tmp_path)
-    with pytest.warns(UserWarning, match=r"skipped 2 of 5 .*001\.jpg.*003\.jpg"):
-        decoded = decoded_images(paths, 8, tmp_path / "cache", "skip", progress=False)
+    decoded = decoded_images(paths, 8, tmp_path / "cache", "skip", progress=False)
+    err = capsys.readouterr().err  # one clean line, not a Python warning with its source line
+    assert err.count("\n") == 1 and re.match(r"aimfair: skipped 2 of 5 .*001\.jpg.*003\.jpg", err), err
     assert decoded.ok.tolist() == [True, False, True, False, True]
     assert (decoded.pixels[[1, 3]] == 0).all() and decoded.pixels[[0, 2, 4]].any()
-    # the mask is cached too: a second read warns again without decoding
-    with pytest.warns(UserWarning, match="skipped 2 of 5"):
-        assert decoded_images(paths, 8, tmp_path / "cache", "skip", progress=False).ok.tolist() == \
-            decoded.ok.tolist()
+    # the mask is cached too: a second read says so again without decoding
+    assert decoded_images(paths, 8, tmp_path / "cache", "skip", progress=False).ok.tolist() == decoded.ok.tolist()
+    assert "aimfair: skipped 2 of 5" in capsys.readouterr().err
 
 
-def test_unreadable_images_are_dropped_from_the_split(tmp_path):
+def test_unreadable_images_are_dropped_from_the_split(tmp_path, capsys):
     _broken_dataset(tmp_path)
-    with pytest.warns(UserWarning, match="skipped 2 of 5"):
-        images = load_split(tmp_path / "split.csv", tmp_path / "img", 8, tmp_path / "cache", "skip", progress=False)
+    images = load_split(tmp_path / "split.csv", tmp_path / "img", 8, tmp_path / "cache", "skip", progress=False)
+    assert "aimfair: skipped 2 of 5" in capsys.readouterr().err
     assert images.image_ids == ["000.jpg", "002.jpg", "004.jpg"] and len(images) == 3
     assert images.y.tolist() == [0, 0, 0] and images.s.tolist() == [1, 0, 1] and len(images.pixels) == 3
     assert np.array_equal(images.pixels[1], decode_image(tmp_path / "img" / "002.jpg", 8))
@@ -128,8 +130,7 @@ def test_unreadable_images_fail_when_configured(tmp_path):
 
 def test_fail_policy_holds_even_when_a_skip_run_cached_the_images(tmp_path):
     paths = _broken_dataset(tmp_path)
-    with pytest.warns(UserWarning):
-        decoded_images(paths, 8, tmp_path / "cache", "skip", progress=False)
+    decoded_images(paths, 8, tmp_path / "cache", "skip", progress=False)
     with pytest.raises(AimfairError, match=r"2 unreadable image\(s\), first: .*001\.jpg"):
         decoded_images(paths, 8, tmp_path / "cache", "fail", progress=False)
 

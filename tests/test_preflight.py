@@ -6,8 +6,11 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+from PIL import Image
+
 from aimfair.config import Params, DataParams, GenerateParams, PretrainParams
-from aimfair.preflight import missing_inputs
+from aimfair.cli import main
+from aimfair.preflight import input_warnings, missing_inputs
 
 
 IMAGES = [f"{i:06d}.jpg" for i in range(1, 41)]
@@ -95,3 +98,80 @@ def test_labels_that_cannot_fill_the_split_are_named(tmp_path):
     p = replace(p, data=replace(p.data, n_train=400))
     (problem,) = missing_inputs(p, tmp_path)
     assert problem.startswith("the splits of celeba Smiling/Male:")
+
+
+# ----------------------------------------------------------------------------- warnings: usable but likely wrong
+
+def sized_images(folder: Path, size: tuple[int, int], names=IMAGES[:6]) -> None:
+    """Real JPEGs of `size` (width, height) over the fixture's placeholder files."""
+    for name in names:
+        Image.new("RGB", size).save(folder / "img_align_celeba" / name)
+
+
+def with_input_size(p: Params, size: int) -> Params:
+    return replace(p, pretrain=replace(p.pretrain, input_size=size))
+
+
+def test_images_smaller_than_the_input_size_are_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sized_images(celeba(tmp_path / "data" / "celeba"), (89, 109))
+    assert input_warnings(params(), tmp_path) == [
+        "images in data/celeba/img_align_celeba are 89x109 px, smaller than pretrain.input_size 224: they will be "
+        "upscaled; use the full-size release (178x218 px) or lower pretrain.input_size"]
+    assert input_warnings(with_input_size(params(), 64), tmp_path) == []
+    assert missing_inputs(params(), tmp_path) == []  # a warning, not a missing input
+
+
+def test_release_size_or_unreadable_images_give_no_warning(tmp_path):
+    folder = celeba(tmp_path / "data" / "celeba")
+    assert input_warnings(params(), tmp_path) == []  # the fixture's files are not images: the decoder reports those
+    sized_images(folder, (178, 218))  # the official aligned release, upscaled to 224 as the paper does
+    assert input_warnings(params(), tmp_path) == []
+
+
+def test_a_reduced_utkface_copy_is_named(tmp_path):
+    folder = tmp_path / "data" / "utkface" / "UTKFace"
+    folder.mkdir(parents=True)
+    for name in ("25_1_0_20170116174525125.jpg.chip.jpg", "30_0_2_20170116174525126.jpg.chip.jpg"):
+        Image.new("RGB", (100, 100)).save(folder / name, format="JPEG")
+    (warning,) = input_warnings(params("utkface", "data/utkface"), tmp_path)
+    assert " are 100x100 px, smaller than pretrain.input_size 224: " in warning and "(200x200 px)" in warning
+
+
+def test_a_symlinked_data_folder_is_named_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    celeba(tmp_path / "elsewhere" / "celeba")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "celeba").symlink_to(tmp_path / "elsewhere" / "celeba")
+    assert input_warnings(params(), tmp_path) == [
+        "data/celeba is a symlink: DVC does not hash the files behind it, so changes go unnoticed; move or copy the "
+        "dataset into data/ (or bind-mount it) instead"]
+
+
+def test_a_symlinked_image_folder_inside_the_data_folder_is_named(tmp_path):
+    celeba(tmp_path / "elsewhere")
+    folder = tmp_path / "paper" / "setting"
+    folder.mkdir(parents=True)
+    (tmp_path / "data" / "celeba").mkdir(parents=True)
+    (tmp_path / "data" / "celeba" / "img_align_celeba").symlink_to(tmp_path / "elsewhere" / "img_align_celeba")
+    (warning,) = input_warnings(params(root="../../data/celeba"), folder)  # a paper setting's root, one level down
+    assert warning.startswith(f"{tmp_path / 'data' / 'celeba' / 'img_align_celeba'} is a symlink: DVC does not hash")
+
+
+def test_nothing_to_warn_about_without_a_real_dataset(tmp_path):
+    assert input_warnings(params(), tmp_path) == []  # absent: missing_inputs says so
+    assert input_warnings(params("tinyfaces", "work/tinyfaces"), tmp_path) == []
+
+
+def test_the_check_command_prints_warnings_and_still_succeeds(tmp_path, monkeypatch, capsys):
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
+    text = (tmp_path / "params.yaml").read_text().replace("dataset: tinyfaces", "dataset: celeba", 1)
+    text = text.replace("n_train: 3000 ", "n_train: 8    ", 1).replace('bias_degree: "1/9"', 'bias_degree: "1"  ', 1)
+    (tmp_path / "params.yaml").write_text(text.replace("root: work/tinyfaces", "root: data/celeba", 1))
+    sized_images(celeba(tmp_path / "data" / "celeba"), (20, 24))  # params.yaml's input_size is 32
+    monkeypatch.chdir(tmp_path)
+    assert main(["check"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ready:")
+    assert err == ("warning: images in data/celeba/img_align_celeba are 20x24 px, smaller than pretrain.input_size "
+                   "32: they will be upscaled; use the full-size release (178x218 px) or lower pretrain.input_size\n")

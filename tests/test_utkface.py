@@ -71,13 +71,23 @@ def test_read_derives_binary_attributes(tmp_path: Path) -> None:
     assert by_age.loc[29, "White"] == 0
 
 
-def test_unparsable_files_are_skipped_with_one_counting_warning(tmp_path: Path) -> None:
+def test_unparsable_files_are_skipped_with_one_counting_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     touch_all(tmp_path, GOOD + BAD)
-    message = r"skipped 2 UTKFace files .*39_1_20170116174525125.jpg.chip.jpg"
-    with pytest.warns(UserWarning, match=message) as record:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean line on stderr, not a Python warning with its source line
         frame = read_utkface(tmp_path)
-    assert len(record) == 1
+        assert len(read_utkface(tmp_path / ".." / tmp_path.name)) == len(GOOD)  # the same folder, read again
     assert len(frame) == len(GOOD)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aimfair: skipped 2 UTKFace file(s) whose names lack a field (e.g. ")
+    assert "39_1_20170116174525125.jpg.chip.jpg" in err and err.rstrip().endswith("expected age_gender_race_datetime.jpg")
+
+
+def test_each_folder_reports_its_own_skipped_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for sub in ("a", "b"):
+        touch_all(tmp_path / sub, GOOD + BAD)
+        read_utkface(tmp_path / sub)
+    assert capsys.readouterr().err.count("aimfair: skipped 2 UTKFace file(s)") == 2
 
 
 @pytest.mark.parametrize("sub", ["UTKFace", "utkface_aligned_cropped/UTKFace"])
@@ -97,8 +107,8 @@ def test_folder_without_images(tmp_path: Path) -> None:
         read_utkface(tmp_path)
 
 
-def test_no_parseable_image(tmp_path: Path) -> None:
+def test_no_parseable_image(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     touch_all(tmp_path, BAD)
-    with pytest.warns(UserWarning, match="skipped 2"):
-        with pytest.raises(AimfairError, match="age_gender_race_datetime"):
-            read_utkface(tmp_path)
+    with pytest.raises(AimfairError, match="age_gender_race_datetime"):
+        read_utkface(tmp_path)
+    assert "aimfair: skipped 2" in capsys.readouterr().err

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from aimfair import io
-from aimfair.errors import AimfairError
+from aimfair.errors import AimfairError, notice
 
 BAD_IMAGE_POLICIES = ("skip", "fail")
 
@@ -117,6 +116,6 @@ def decoded_images(paths: list[Path], size: int, cache_dir: str | os.PathLike, b
             raise AimfairError(f"{n_bad} unreadable image(s), first: {first}; "
                                "replace the file(s) or set data.bad_images: skip")
         bad = [str(paths[i]) for i in np.flatnonzero(~ok)[:3]]
-        warnings.warn(f"skipped {n_bad} of {len(ok)} unreadable or missing image(s) "
-                      f"(data.bad_images: skip), e.g. {', '.join(bad)}", stacklevel=2)
+        notice(f"skipped {n_bad} of {len(ok)} unreadable or missing image(s) "
+               f"(data.bad_images: skip), e.g. {', '.join(bad)}")
     return DecodedImages(pixels=np.load(pixel_file, mmap_mode="r"), ok=ok)

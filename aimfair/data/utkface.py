@@ -3,7 +3,7 @@
 The aligned and cropped release appends `.chip.jpg` (`25_1_0_20170116174525125.jpg.chip.jpg`).
 Fields: age (years), gender (0 male, 1 female), race (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others).
 A few public files lack a field (e.g. `39_1_20170116174525125.jpg.chip.jpg`); they are skipped with
-one warning.
+one line on stderr, once per process and folder.
 
 Binary attributes derived for the splits (0/1, usable as target or protected attribute):
   Female = gender == 1, Male = gender == 0, White = race == 0 (the paper's protected attribute),
@@ -13,12 +13,11 @@ Binary attributes derived for the splits (0/1, usable as target or protected att
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from aimfair.errors import AimfairError
+from aimfair.errors import AimfairError, notice
 
 # Where the images may sit inside the dataset folder, in the order they are tried.
 IMAGE_SUBDIRS: tuple[str, ...] = (".", "UTKFace", "utkface_aligned_cropped/UTKFace")
@@ -26,6 +25,9 @@ IMAGE_SUBDIRS: tuple[str, ...] = (".", "UTKFace", "utkface_aligned_cropped/UTKFa
 YOUNG_BELOW = 30  # Young = age < 30 years
 
 _NAME = re.compile(r"(\d+)_(\d+)_(\d+)_(\d+)\.jpg(\.chip\.jpg)?")
+
+# Folders whose skipped files were already reported: a stage reads the labels more than once, one line is enough.
+_REPORTED: set[Path] = set()
 
 
 def parse_utkface_name(name: str) -> dict[str, int] | None:
@@ -56,6 +58,16 @@ def utkface_image_dir(root: str | Path) -> Path:
     )
 
 
+def _report_skipped(folder: Path, skipped: list[str]) -> None:
+    """One line naming how many files were skipped and why, the first time this process reads `folder`."""
+    key = folder.resolve()
+    if key in _REPORTED:
+        return
+    _REPORTED.add(key)
+    notice(f"skipped {len(skipped)} UTKFace file(s) whose names lack a field (e.g. {', '.join(skipped[:3])}): "
+           "expected age_gender_race_datetime.jpg")
+
+
 def read_utkface(root: str | Path) -> pd.DataFrame:
     """Labels of every parseable image, sorted by image_id (the file name).
 
@@ -72,12 +84,7 @@ def read_utkface(root: str | Path) -> pd.DataFrame:
             rows.append({"image_id": path.name, **labels})
 
     if skipped:
-        examples = ", ".join(skipped[:3])
-        warnings.warn(
-            f"skipped {len(skipped)} UTKFace files whose names are not age_gender_race_datetime.jpg "
-            f"(e.g. {examples})",
-            stacklevel=2,
-        )
+        _report_skipped(folder, skipped)
     if not rows:
         raise AimfairError(
             f"none of the .jpg files in {folder} is named age_gender_race_datetime.jpg: "
