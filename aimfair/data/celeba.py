@@ -7,6 +7,10 @@ Two layouts are accepted in the dataset folder `root`:
     `list_eval_partition.csv` (header `image_id,partition`).
 The text files win when both are present. The built-in "tinyfaces" world is written in the official
 text format, so it is read here too. Images are not opened: only `celeba_image_dir` points at them.
+
+A subset of the release works too: an attribute file whose header count differs from its rows gets a
+warning naming both numbers, and without a partition file (`official=False`) every image's partition is
+left empty for a seeded split (aimfair.data.splits, `data.partition: seeded`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aimfair.errors import AimfairError
+from aimfair.errors import AimfairError, notice
 
 ATTR_FILES: tuple[str, ...] = ("list_attr_celeba.txt", "list_attr_celeba.csv")
 PARTITION_FILES: tuple[str, ...] = ("list_eval_partition.txt", "list_eval_partition.csv")
@@ -25,10 +29,11 @@ IMAGE_DIR = "img_align_celeba"
 TRAIN, VAL, TEST = 0, 1, 2
 
 
-def read_celeba(root: str | Path) -> pd.DataFrame:
+def read_celeba(root: str | Path, official: bool = True) -> pd.DataFrame:
     """Labels of every image: columns image_id, partition, then one int column (-1/+1) per attribute.
 
-    Rows are sorted by image_id, which is CelebA's file order (ids are zero-padded).
+    Rows are sorted by image_id, which is CelebA's file order (ids are zero-padded). With official=False the
+    partition file is not read (a subset may have none) and the partition column is -1 throughout.
     """
     root = Path(root)
     if not root.is_dir():
@@ -36,15 +41,10 @@ def read_celeba(root: str | Path) -> pd.DataFrame:
             f"dataset folder {root} does not exist: put CelebA there (see docs/data.md) or fix the dataset root (--root, data.root)"
         )
     attr_path = _find_file(root, ATTR_FILES, "attribute")
-    part_path = _find_file(root, PARTITION_FILES, "partition")
     if attr_path.suffix == ".txt":
         attrs = _read_attr_txt(attr_path)
     else:
         attrs = _read_attr_csv(attr_path)
-    if part_path.suffix == ".txt":
-        partition = _read_partition_txt(part_path)
-    else:
-        partition = _read_partition_csv(part_path)
     names = [c for c in attrs.columns if c != "image_id"]
     _check_attr_values(attrs, names, attr_path)
 
@@ -53,6 +53,11 @@ def read_celeba(root: str | Path) -> pd.DataFrame:
         raise AimfairError(
             f"{attr_path} lists {duplicated.iloc[0]} more than once: the file is corrupt, download it again"
         )
+    if not official:
+        attrs.insert(1, "partition", -1)
+        return attrs.sort_values("image_id", kind="stable").reset_index(drop=True)
+    part_path = _find_partition_file(root)
+    partition = _read_partition_txt(part_path) if part_path.suffix == ".txt" else _read_partition_csv(part_path)
     missing = attrs["image_id"][~attrs["image_id"].isin(partition["image_id"])]
     if len(missing):
         raise AimfairError(
@@ -91,6 +96,16 @@ def _find_file(root: Path, names: tuple[str, ...], what: str) -> Path:
     )
 
 
+def _find_partition_file(root: Path) -> Path:
+    for name in PARTITION_FILES:
+        if (root / name).is_file():
+            return root / name
+    raise AimfairError(
+        f"no CelebA partition file in {root}: looked for {' and '.join(PARTITION_FILES)}; copy it from the "
+        "CelebA release (see docs/data.md), or for a subset without one set data.partition: seeded"
+    )
+
+
 def _corrupt(path: Path, lineno: int, problem: str) -> AimfairError:
     return AimfairError(f"{path} line {lineno}: {problem}; the file is corrupt, download it again")
 
@@ -123,8 +138,9 @@ def _read_attr_txt(path: Path) -> pd.DataFrame:
             raise _corrupt(path, lineno, "found a value that is not an integer") from None
         ids.append(fields[0])
 
-    if count != len(ids):
-        raise _corrupt(path, 1, f"the header says {count} images but the file lists {len(ids)}")
+    if count != len(ids):  # a subset cut from the release keeps its header; the rows are what counts
+        notice(f"{path}: the header says {count} images but the file lists {len(ids)}; using the "
+               f"{len(ids)} listed (a subset of CelebA is fine)")
     frame = pd.DataFrame(rows, columns=names, dtype="int64")
     frame.insert(0, "image_id", pd.Series(ids, dtype="str"))
     return frame

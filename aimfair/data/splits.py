@@ -4,11 +4,14 @@ Bias degree b. The four groups (y, s) = (0,0), (0,1), (1,0), (1,1) get the train
 b/(b+1)/2, 1/(b+1)/2, 1/(b+1)/2, b/(b+1)/2: b = 1/9 gives 5% / 45% / 45% / 5% (the paper's skew,
 minorities (0,0) and (1,1)); b = 1 is balanced. Quotas are round(fraction * n_train) per group.
 
-CelebA and tinyfaces (the paper's protocol):
+CelebA and tinyfaces (the paper's protocol, `partition="official"`):
   train = the biased split of the official train partition (0), scanned in image_id order, each group
           filled up to its quota first come first served;
   val   = the whole official val partition (1), test = the whole official test partition (2);
           both keep the natural distribution. The seed is not used: the split is deterministic.
+  With `partition="seeded"` (a subset of CelebA with no partition file, or whose ids all lie in one
+  partition) the images are shuffled with numpy.random.default_rng(seed) and cut into train/val/test
+  by `seeded_fractions`; the train part is then scanned in image_id order as above.
 
 UTKFace (no official split; the paper's test set is group-balanced):
   1. the images, sorted by file name, are shuffled with numpy.random.default_rng(seed);
@@ -40,6 +43,7 @@ from aimfair.groups import GROUPS, group_key
 from aimfair.io import write_csv, write_json
 
 DATASETS: tuple[str, ...] = ("celeba", "tinyfaces", "utkface")
+PARTITIONS: tuple[str, ...] = ("official", "seeded")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 UTKFACE_ATTRIBUTES: tuple[str, ...] = ("Female", "Male", "White", "Young")
 UTKFACE_TEST_SHARE = Fraction(1, 5)  # default UTKFace test size per group, as a share of the smallest group
@@ -129,44 +133,75 @@ def make_split(
     seed: int = 0,
     utkface_test_per_group: int | None = None,
     utkface_val_fraction: float = 0.1,
+    partition: str = "official",
+    seeded_fractions: Sequence[float] = (0.7, 0.1, 0.2),
 ) -> dict[str, pd.DataFrame]:
     """{"train", "val", "test"} manifests (image_id, y, s) for one setting; see the module docstring."""
     if dataset not in DATASETS:
         raise AimfairError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if partition not in PARTITIONS:
+        raise AimfairError(f"unknown partition {partition!r}: choose one of {', '.join(PARTITIONS)}")
     if target == sensitive:
         raise AimfairError(f"target and sensitive attribute are both {target!r}: choose two different ones")
     quotas = group_quotas(bias_degree, n_train)  # checks bias degree and n_train before the slow read
-    labelled = labelled_frame(dataset, root, target, sensitive)
+    labelled = labelled_frame(dataset, root, target, sensitive, official=partition == "official")
     if dataset == "utkface":
         return _split_utkface(labelled, quotas, seed, utkface_test_per_group, utkface_val_fraction)
-    partition = labelled.pop("partition")
+    parts = labelled.pop("partition")
+    if partition == "seeded":
+        parts = seeded_partition(len(labelled), seeded_fractions, seed)
+    empty = [name for name, code in (("val", VAL), ("test", TEST)) if not (parts == code).any()]
+    if empty:
+        raise AimfairError(
+            f"the official partition of {root} leaves {' and '.join(empty)} empty (a subset of CelebA?): set "
+            "data.partition: seeded for a seeded train/val/test split of the images you have"
+        )
     return {
-        "train": biased_train_split(labelled[partition == TRAIN], quotas, order="image_id"),
-        "val": labelled[partition == VAL].reset_index(drop=True),
-        "test": labelled[partition == TEST].reset_index(drop=True),
+        "train": biased_train_split(labelled[parts == TRAIN], quotas, order="image_id"),
+        "val": labelled[parts == VAL].reset_index(drop=True),
+        "test": labelled[parts == TEST].reset_index(drop=True),
     }
 
 
-def labelled_frame(dataset: str, root: str | Path, target: str, sensitive: str) -> pd.DataFrame:
-    """Every image of the dataset with its labels: image_id, y, s (0/1), and CelebA's partition column."""
-    if dataset not in DATASETS:
-        raise AimfairError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    if dataset == "utkface":
-        frame = read_utkface(root)
-        attributes = list(UTKFACE_ATTRIBUTES)
-    else:
-        frame = read_celeba(root)
-        attributes = [c for c in frame.columns if c not in ("image_id", "partition")]
+def seeded_partition(n: int, fractions: Sequence[float], seed: int) -> np.ndarray:
+    """Partition codes (TRAIN, VAL, TEST) for n images in id order: a seeded shuffle cut by `fractions`."""
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise AimfairError(f"seeded fractions {list(fractions)} must be three positive shares of train, val "
+                           "and test that add up to 1, e.g. [0.7, 0.1, 0.2]")
+    order = np.random.default_rng(seed).permutation(n)
+    cuts = np.round(np.cumsum(fractions)[:2] * n).astype(int)
+    codes = np.empty(n, dtype=np.int64)
+    codes[order[:cuts[0]]], codes[order[cuts[0]:cuts[1]]], codes[order[cuts[1]:]] = TRAIN, VAL, TEST
+    return codes
+
+
+def labelled_frame(dataset: str, root: str | Path, target: str, sensitive: str,
+                   official: bool = True) -> pd.DataFrame:
+    """Every image of the dataset with its labels: image_id, y, s (0/1), and CelebA's partition column
+    (-1 throughout when `official` is False: the partition file is not read)."""
+    frame = attribute_frame(dataset, root, official)
+    attributes = list(UTKFACE_ATTRIBUTES) if dataset == "utkface" else \
+        [c for c in frame.columns if c not in ("image_id", "partition")]
     _check_attribute("target", target, attributes, dataset)
     _check_attribute("sensitive", sensitive, attributes, dataset)
 
-    if dataset != "utkface":  # CelebA files hold -1/+1
-        frame[target] = (frame[target] + 1) // 2
-        frame[sensitive] = (frame[sensitive] + 1) // 2
     labelled = pd.DataFrame({"image_id": frame["image_id"], "y": frame[target], "s": frame[sensitive]})
     if "partition" in frame:
         labelled["partition"] = frame["partition"]
     return labelled.astype({"y": "int64", "s": "int64"})
+
+
+def attribute_frame(dataset: str, root: str | Path, official: bool = True) -> pd.DataFrame:
+    """Every image with all its labels as 0/1 columns (CelebA's -1/+1 become 0/1; UTKFace also keeps age,
+    gender and race), plus CelebA's partition column."""
+    if dataset not in DATASETS:
+        raise AimfairError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if dataset == "utkface":
+        return read_utkface(root)
+    frame = read_celeba(root, official=official)
+    names = [c for c in frame.columns if c not in ("image_id", "partition")]
+    frame[names] = (frame[names] + 1) // 2
+    return frame
 
 
 def write_split(
