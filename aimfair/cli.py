@@ -92,7 +92,10 @@ def _stage_command(name: str, help: str, summary: Callable) -> Callable[[argpars
 def _world(params, root) -> str:
     from aimfair.stages.world import run_world
 
-    return f"tinyfaces world in {run_world(params, root)}"
+    folder = run_world(params, root)
+    if params.data.dataset != "tinyfaces":
+        return f"skipped the built-in world: data.dataset is {params.data.dataset}"
+    return f"tinyfaces world in {folder}"
 
 
 def _data(params, root) -> str:
@@ -108,9 +111,11 @@ def _prompts(params, root) -> str:
 
 
 def _generator(params, root) -> str:
-    from aimfair.stages.generator import run_generator
-
-    return f"built-in generator checkpoint in {run_generator(params, root)}"
+    if params.generator.corpus == "dataset":
+        from aimfair.stages.dataset_generator import run_dataset_generator as run
+    else:
+        from aimfair.stages.generator import run_generator as run
+    return f"built-in generator checkpoint in {run(params, root)}"
 
 
 def _mask(params, root) -> str:
@@ -235,9 +240,11 @@ def _add_notebook(commands: argparse._SubParsersAction) -> None:
 
 def _add_check(commands: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
-        from aimfair.preflight import missing_inputs
+        from aimfair.preflight import input_warnings, missing_inputs
 
         params, root = _load(args)
+        for warning in input_warnings(params, root):  # likely wrong but usable: said, and the status is unchanged
+            print(f"warning: {warning}", file=sys.stderr)
         problems = missing_inputs(params, root)
         for problem in problems:
             print(f"missing: {problem}", file=sys.stderr)
@@ -251,7 +258,9 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("check", help="list every missing or incomplete input of a setting, before a long run",
                                  description="Check that the dataset files (and that their labels fill the split), the "
                                              "diffusion weights and the ImageNet weights of a setting are in place; "
-                                             "lists every problem at once and exits with status 2 if there is one.")
+                                             "lists every problem at once and exits with status 2 if there is one. "
+                                             "Warns, without failing, about dataset images smaller than "
+                                             "pretrain.input_size and data folders that are symlinks.")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.set_defaults(run=run)
 

@@ -21,7 +21,7 @@ import yaml
 
 from aimfair.data.cache import BAD_IMAGE_POLICIES
 from aimfair.data.loading import resolve_device, resolve_precision
-from aimfair.data.splits import DATASETS, parse_bias_degree
+from aimfair.data.splits import DATASETS, PARTITIONS, parse_bias_degree
 from aimfair.data.tinyfaces import WorldConfig
 from aimfair.errors import AimfairError
 from aimfair.generate.tiny import TinyConfig, TinyTraining
@@ -42,11 +42,16 @@ class DataParams:
     split_seed: int = 0
     utkface_test_per_group: int = 0  # 0: 20% of the smallest group (aimfair.data.splits)
     utkface_val_fraction: float = 0.1
+    partition: str = "official"  # CelebA/tinyfaces: official (the release's partition file) | seeded
+    seeded_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/val/test shares when seeded
     bad_images: str = "skip"
     tinyfaces: WorldConfig = field(default_factory=WorldConfig)
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
+        _choice("data.partition", self.partition, PARTITIONS)
+        _check("data.seeded_fractions", min(self.seeded_fractions) > 0 and abs(sum(self.seeded_fractions) - 1) < 1e-6,
+               "must be three positive shares of train, val and test adding up to 1, e.g. [0.7, 0.1, 0.2]")
         _choice("data.bad_images", self.bad_images, BAD_IMAGE_POLICIES)
         _check("data.n_train", self.n_train > 0, "must be positive")
         _check("data.utkface_test_per_group", self.utkface_test_per_group >= 0, "must be 0 (automatic) or more")
@@ -103,17 +108,28 @@ class PromptParams:
                "must name a prompts file (JSON or YAML) when prompts.backend is file")
 
 
+CORPORA = ("studio", "dataset")
+
+
 @dataclass(frozen=True)
 class GeneratorParams(TinyTraining):
-    """Stage generator: training the built-in text-to-image model on the world's studio renders.
+    """Stage generator: training the built-in text-to-image model.
 
-    The training keys and their defaults come from aimfair.generate.tiny.TinyTraining.
+    corpus "studio": on captioned studio renders of the built-in world (the default pipeline; the checkpoint is
+    committed). corpus "dataset": on the dataset's own real images outside the classifier's splits (the
+    generator pool), captioned from their labels; the checkpoint stays under work/. The training keys and
+    their defaults come from aimfair.generate.tiny.TinyTraining.
     """
 
+    corpus: str = "studio"
+    pool_per_group: int = 4000  # dataset corpus: images per group it learns from (minority groups cycled)
     resolution: int = 32
     threads: int = 0
 
     def __post_init__(self) -> None:
+        _choice("generator.corpus", self.corpus, CORPORA)
+        _check("generator.pool_per_group", self.pool_per_group >= self.batch_size // 4 and self.pool_per_group > 0,
+               "must be positive and at least a quarter of generator.batch_size")
         _check("generator.resolution", self.resolution >= 16 and self.resolution % 4 == 0,
                "must be a multiple of 4 of at least 16 px (the UNet halves it twice)")
         for key in ("corpus_size", "steps", "batch_size"):
@@ -169,6 +185,7 @@ class GenerateParams:
     seed: int = 0  # the pool's base seed; every image's seed is hashed from it
     device: str = "auto"
     threads: int = 0
+    allow_foreign_generator: bool = False  # true: let the built-in model draw for a dataset it was not trained on
 
     def __post_init__(self) -> None:
         _check("generate.model", bool(self.model), "must be builtin or a model folder or id")

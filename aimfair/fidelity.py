@@ -10,6 +10,7 @@ can be trusted for that group; optionally, unfaithful images are left out of the
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from aimfair import io, paths
 from aimfair.config import Params
 from aimfair.data.loading import ImageSet, load_split, resize_uint8
 from aimfair.data.splits import labelled_frame
-from aimfair.errors import AimfairError
+from aimfair.errors import AimfairError, notice
 from aimfair.groups import GROUPS, group_key
 from aimfair.models import build_classifier, load_checkpoint
 from aimfair.stages.common import image_dir, load_images, setup_torch
@@ -34,13 +35,15 @@ ROLES = ("target", "sensitive")
 
 
 def oracle_training_frame(params: Params, root: Path, per_group: int) -> pd.DataFrame:
-    """Real training images balanced over the four groups: up to `per_group` each, in id order.
+    """Real training images balanced over the four groups: up to `per_group` each, drawn in a seeded shuffled
+    order (fidelity.seed), then listed in id order.
 
+    Not the first ones in file order: UTKFace's names start with the age, so those would all be children.
     Any image in the validation or test split is excluded, so the oracle never sees evaluation data.
     """
     d = params.data
-    frame = labelled_frame(d.dataset, root / d.root, d.target, d.sensitive).drop(columns="partition",
-                                                                                   errors="ignore")
+    frame = labelled_frame(d.dataset, root / d.root, d.target, d.sensitive,
+                           official=d.partition == "official").drop(columns="partition", errors="ignore")
     held_out = set()
     for split in ("val", "test"):
         path = root / paths.SPLITS / f"{split}.csv"
@@ -48,6 +51,7 @@ def oracle_training_frame(params: Params, root: Path, per_group: int) -> pd.Data
             raise AimfairError(f"{path} does not exist: run the data stage first (dvc repro data)")
         held_out |= set(pd.read_csv(path)["image_id"])
     frame = frame[~frame["image_id"].isin(held_out)].sort_values("image_id", kind="stable")
+    frame = frame.iloc[np.random.default_rng(params.fidelity.seed).permutation(len(frame))]
     keys = [group_key(y, s) for y, s in zip(frame["y"], frame["s"])]
     available = pd.Series(keys).value_counts()
     smallest = int(min(available.get(g, 0) for g in GROUPS))
@@ -56,7 +60,7 @@ def oracle_training_frame(params: Params, root: Path, per_group: int) -> pd.Data
                            "the fidelity oracle; lower fidelity.per_group or choose other attributes")
     n = min(per_group, smallest)
     rank = frame.groupby(keys, sort=False).cumcount().to_numpy()
-    return frame[rank < n].reset_index(drop=True)
+    return frame[rank < n].sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
 def _both_labels(images: ImageSet) -> ImageSet:
@@ -145,10 +149,39 @@ def run_fidelity(params: Params, root: Path, manifest: pd.DataFrame, pixels: np.
     scores = score_images(params, checkpoint, manifest, pixels)
     io.write_csv(root / FIDELITY / "scores.csv", scores)
     result = FidelityResult(scores, summarise(scores), oracle_reliability(params, root, checkpoint))
-    io.write_json(root / REPORT, dict(
+    below = [r["group"] for r in result.per_group.to_dict("records") if r["both"] < THRESHOLD]
+    report = dict(
         per_group={r["group"]: {k: r[k] for k in ("target", "sensitive", "both")}
                    for r in result.per_group.to_dict("records")},
         lowest_both=float(result.per_group["both"].min()),
+        threshold=THRESHOLD,
+        below_threshold=below,
         oracle_val_accuracy={r["role"]: {g: r[g] for g in GROUPS} for r in result.oracle_val.to_dict("records")},
-    ))
+    )
+    io.write_json(root / REPORT, report)
+    warning = fidelity_warning(report)
+    if warning:
+        notice(warning)
     return result
+
+
+def fidelity_warning(report: dict) -> str | None:
+    """The warning a report of reports/fidelity.json calls for, or None when every group passes."""
+    below = [g for g, r in report["per_group"].items() if r["both"] < report.get("threshold", THRESHOLD)]
+    if not below:
+        return None
+    groups = ", ".join(f"{g} {report['per_group'][g]['both']:.1f} %" for g in below)
+    return (f"PROMPT FIDELITY BELOW {report.get('threshold', THRESHOLD):.0f} % in group(s) {groups}: the oracle "
+            "reads these synthetic images as another group, so every result fine-tuned on them rests on wrong "
+            "images. Improve the generator (docs/generation.md) before trusting Table 3")
+
+
+def read_fidelity_report(root: Path) -> dict | None:
+    """reports/fidelity.json as written by the generate stage, or None when there is none."""
+    path = root / REPORT
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise AimfairError(f"{path} is damaged: rerun the generate stage (dvc repro -f generate)") from None

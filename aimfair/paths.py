@@ -20,6 +20,8 @@ TINYFACES = WORK / "tinyfaces"  # the built-in world, rendered by the world stag
 PROMPTS = WORK / "prompts"  # prompts.json, rejected.csv, diversity.csv
 GENERATOR = Path("models") / "tinyfaces_t2i"  # the built-in text-to-image model: committed, a few MB
 GENERATOR_WORK = WORK / "generator"  # its resume file while it trains
+DATASET_GENERATOR = GENERATOR_WORK / "model"  # the built-in model trained on the dataset's own images: never
+#                                               committed, it is derived from the user's data
 POOL = WORK / "pool"  # the synthetic pool: {y}_{s}/*.png, manifest.csv
 PRETRAIN = WORK / "pretrain"  # seed_<seed>/best.safetensors, best.json, history.csv
 REPAIRED = WORK / "repaired"  # real training images with the protected attribute edited: {y}_{s}/*.png
@@ -43,6 +45,11 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
             return folder
     raise AimfairError(f"no params.yaml at or above {here}: run inside the aimfair repository (or a paper setting "
                        "folder)")
+
+
+def generator_dir(corpus: str) -> Path:
+    """Folder of the built-in text-to-image model trained on `corpus` (generator.corpus: studio | dataset)."""
+    return DATASET_GENERATOR if corpus == "dataset" else GENERATOR
 
 
 def pretrain_dir(seed: int) -> Path:

@@ -26,15 +26,17 @@ def _listed_images(attr_file: Path) -> list[str]:
     return [line.split(maxsplit=1)[0] for line in attr_file.read_text().splitlines()[2:] if line.strip()]
 
 
-def _celeba_problems(root: Path) -> list[str]:
+def _celeba_problems(root: Path, official: bool = True) -> list[str]:
     if not root.is_dir():
         return [f"CelebA folder {root} does not exist: put the CelebA release there (docs/data.md)"]
     problems = []
     found = {}
-    for what, names in (("attribute", ATTR_FILES), ("partition", PARTITION_FILES)):
+    wanted = (("attribute", ATTR_FILES), ("partition", PARTITION_FILES)) if official else (("attribute", ATTR_FILES),)
+    for what, names in wanted:
         found[what] = next((root / n for n in names if (root / n).is_file()), None)
         if found[what] is None:
-            problems.append(f"no CelebA {what} file in {root}: looked for {' and '.join(names)}")
+            fix = "; a subset without one can use data.partition: seeded" if what == "partition" else ""
+            problems.append(f"no CelebA {what} file in {root}: looked for {' and '.join(names)}{fix}")
     try:
         images = celeba_image_dir(root)
     except AimfairError:
@@ -61,7 +63,8 @@ def _split_problems(params: Params, data_root: Path) -> list[str]:
     d = params.data
     try:
         make_split(d.dataset, data_root, d.target, d.sensitive, d.bias_degree, d.n_train, seed=d.split_seed,
-                   utkface_test_per_group=d.utkface_test_per_group or None, utkface_val_fraction=d.utkface_val_fraction)
+                   utkface_test_per_group=d.utkface_test_per_group or None, utkface_val_fraction=d.utkface_val_fraction,
+                   partition=d.partition, seeded_fractions=d.seeded_fractions)
     except AimfairError as e:
         return [f"the splits of {d.dataset} {d.target}/{d.sensitive}: {e}"]
     return []
@@ -89,13 +92,97 @@ def missing_inputs(params: Params, root: Path) -> list[str]:
     """Every input the setting in `params` needs that is absent or incomplete: dataset files, diffusion weights,
     ImageNet weights. Empty when all is in place."""
     data_root = (root / params.data.root).resolve()
-    problems = {"celeba": _celeba_problems, "utkface": _utkface_problems}.get(params.data.dataset,
-                                                                              lambda _: [])(data_root)
+    if params.data.dataset == "celeba":
+        problems = _celeba_problems(data_root, official=params.data.partition == "official")
+    elif params.data.dataset == "utkface":
+        problems = _utkface_problems(data_root)
+    else:
+        problems = []
     if params.data.dataset != "tinyfaces" and not problems:  # the files are there: do the labels fill the split?
         problems += _split_problems(params, data_root)
     if params.generate.model != "builtin":
         problems += _diffusion_problems(params, root)
+    else:
+        from aimfair.stages.generate import builtin_generator_problem
+
+        problems += [problem for problem in [builtin_generator_problem(params, root)] if problem]
     if params.pretrain.pretrained == "imagenet" and not imagenet_weights_path().exists():
         problems.append(f"ImageNet weights for resnet18 not found at {imagenet_weights_path()}: copy "
                         "resnet18-f37072fd.pth there (or point TORCH_HOME at a folder with hub/checkpoints/)")
     return problems
+
+
+# Checks that warn and stop nothing: `aimfair check` prints them as warning: lines.
+
+SAMPLED_IMAGES = 5  # images opened to learn the dataset's size: opening one reads only its header
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# (width, height) of the public releases' aligned images. They are below the paper's 224 px and are upscaled as
+# the authors did, so only images smaller than these too (a reduced copy) are worth a warning.
+RELEASE_SIZES: dict[str, tuple[int, int]] = {"celeba": (178, 218), "utkface": (200, 200)}
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (as the user typed it), else in full."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _dataset_image_dir(dataset: str, data_root: Path) -> Path | None:
+    """Where a real dataset's images are, None when missing (missing_inputs reports that) or built in."""
+    find = {"celeba": celeba_image_dir, "utkface": utkface_image_dir}.get(dataset)
+    try:
+        return None if find is None else find(data_root)
+    except AimfairError:
+        return None
+
+
+def _small_image_warnings(images: Path, input_size: int, release: tuple[int, int]) -> list[str]:
+    """Images smaller than the network input and than the release are a reduced copy, upscaled: blurrier than the
+    images the paper's numbers were measured on."""
+    from PIL import Image
+
+    names = sorted(n for n in os.listdir(images) if n.lower().endswith(_IMAGE_SUFFIXES))[:SAMPLED_IMAGES]
+    sizes = []
+    for name in names:
+        try:
+            with Image.open(images / name) as image:
+                sizes.append(image.size)
+        except OSError:  # unreadable files are the decoder's to report (data.bad_images)
+            continue
+    if not sizes:
+        return []
+    width, height = min(sizes, key=min)
+    if min(width, height) >= min(input_size, *release):
+        return []
+    return [f"images in {_shown(images)} are {width}x{height} px, smaller than pretrain.input_size {input_size}: "
+            f"they will be upscaled; use the full-size release ({release[0]}x{release[1]} px) or lower "
+            "pretrain.input_size"]
+
+
+def _symlink_warnings(data_root: Path, images: Path, root: Path) -> list[str]:
+    """A symlinked data folder (or image folder inside it): DVC records it with no files and never sees changes.
+
+    Checked: every folder from below the one shared with the project root (data/ itself, say) down to the images.
+    """
+    top = Path(os.path.commonpath([root, data_root]))
+    if top == Path(top.anchor):  # a dataset outside the project: only the folders from data.root down matter
+        top = data_root.parent
+    folders = [images, *images.parents]
+    linked = [f for f in reversed(folders) if f.is_relative_to(top) and f != top and f.is_symlink()]
+    return [f"{_shown(f)} is a symlink: DVC does not hash the files behind it, so changes go unnoticed; move or "
+            "copy the dataset into data/ (or bind-mount it) instead" for f in linked]
+
+
+def input_warnings(params: Params, root: Path) -> list[str]:
+    """What is in place but likely wrong for a real dataset: images smaller than the network input, data folders
+    that are symlinks. Empty when nothing looks off, or when the dataset is missing (missing_inputs says so)."""
+    # lexically normalised, not resolved: resolving would follow the very symlinks looked for
+    data_root = Path(os.path.normpath(root / params.data.root))
+    images = _dataset_image_dir(params.data.dataset, data_root)
+    if images is None:
+        return []
+    release = RELEASE_SIZES[params.data.dataset]
+    return _symlink_warnings(data_root, images, root) + _small_image_warnings(images, params.pretrain.input_size,
+                                                                              release)

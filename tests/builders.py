@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from aimfair.data.tinyfaces import WorldConfig, write_world
+
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = 16  # the tiny SD's image side: latent 8 px x VAE scale 2
 
@@ -39,10 +41,28 @@ def fresh_clone(dest: Path) -> tuple[Path, dict]:
     for path in subprocess.run(["git", "diff", "HEAD", "--name-only"], cwd=ROOT, capture_output=True, text=True,
                                check=True).stdout.split():
         if (ROOT / path).exists():
+            (dest / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / path, dest / path)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(dest), MPLBACKEND="Agg")
     return dest, env
+
+
+def make_celeba_and_utkface(data: Path, n_images: int = 320) -> None:
+    """data/celeba in CelebA's official text format, and data/utkface with the same faces under UTKFace names."""
+    write_world(data / "celeba", WorldConfig(n_images=n_images, image_size=32), workers=1, progress=False)
+    lines = (data / "celeba" / "list_attr_celeba.txt").read_text().splitlines()
+    names = lines[1].split()
+    utkface = data / "utkface" / "UTKFace"
+    utkface.mkdir(parents=True)
+    for i, line in enumerate(lines[2:]):
+        image, *values = line.split()
+        a = dict(zip(names, map(int, values)))
+        age = 22 if a["Young"] == 1 else 47
+        gender = 0 if a["Male"] == 1 else 1
+        race = 0 if i % 2 else 1 + i % 4  # about half White
+        shutil.copy(data / "celeba" / "img_align_celeba" / image,
+                    utkface / f"{age}_{gender}_{race}_2017011617{i:07d}.jpg.chip.jpg")
 
 
 def byte_level_alphabet() -> list[str]:

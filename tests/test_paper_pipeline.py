@@ -14,9 +14,8 @@ import torch
 import yaml
 from torchvision.models import resnet18
 
-from aimfair.data.tinyfaces import WorldConfig, write_world
 from aimfair.models import imagenet_weights_path
-from tests.builders import fresh_clone, merge, run_ok, save_tiny_sd
+from tests.builders import fresh_clone, make_celeba_and_utkface, merge, run_ok, save_tiny_sd
 
 pytestmark = pytest.mark.slow
 
@@ -31,23 +30,6 @@ TOY = {
     "finetune": {"epochs": 1, "batch_size": 8},
     "repair": {"steps": 2},
 }
-
-
-def make_celeba_and_utkface(data: Path) -> None:
-    """data/celeba in CelebA's official text format, and data/utkface with the same faces under UTKFace names."""
-    write_world(data / "celeba", WorldConfig(n_images=320, image_size=32), workers=1, progress=False)
-    lines = (data / "celeba" / "list_attr_celeba.txt").read_text().splitlines()
-    names = lines[1].split()
-    utkface = data / "utkface" / "UTKFace"
-    utkface.mkdir(parents=True)
-    for i, line in enumerate(lines[2:]):
-        image, *values = line.split()
-        a = dict(zip(names, map(int, values)))
-        age = 22 if a["Young"] == 1 else 47
-        gender = 0 if a["Male"] == 1 else 1
-        race = 0 if i % 2 else 1 + i % 4  # about half White
-        shutil.copy(data / "celeba" / "img_align_celeba" / image,
-                    utkface / f"{age}_{gender}_{race}_2017011617{i:07d}.jpg.chip.jpg")
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,44 @@ def test_the_paper_pipeline_has_the_default_pipelines_stages_dependencies_and_pa
         assert theirs["params"] == ours["params"], f"paper/dvc.yaml stage {name}: its params drifted from dvc.yaml's"
 
 
+SETTINGS_STAGES = ("data", "prompts", "generator", "generator_samples", "generate", "repair", "pretrain", "mask",
+                   "finetune", "evaluate")
+
+
+def test_the_cpu_settings_pipeline_has_the_default_pipelines_dependencies_and_params():
+    main = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    ours = yaml.safe_load((ROOT / "settings" / "dvc.yaml").read_text())
+    assert tuple(ours["stages"]) == SETTINGS_STAGES
+    moved = {"${data.root}": "../../data/${item.dataset}", "models/tinyfaces_t2i": "work/generator/model"}
+    for name in SETTINGS_STAGES:
+        if name == "generator":  # trained on the dataset here, on the world's renders there
+            continue
+        stage, theirs = ours["stages"][name].get("do", ours["stages"][name]), main[name].get("do", main[name])
+        expected = [moved.get(d, "../../" + d if d.startswith(("aimfair", "notebooks")) else d) for d in theirs["deps"]
+                    if not (name == "pretrain" and d == "${data.root}")]
+        if name == "generator_samples":  # it also shows real photos of the pool beside generated faces
+            assert set(expected) <= set(stage["deps"]) and set(theirs["params"]) <= set(stage["params"])
+        else:
+            assert stage["deps"] == expected, f"settings/dvc.yaml stage {name}: its deps drifted from dvc.yaml's"
+            assert stage["params"] == theirs["params"], f"settings/dvc.yaml stage {name}: params drifted"
+    tracked = {p for stage in ours["stages"].values() for p in stage.get("do", stage)["params"]}
+    settings = ours["vars"][0]["settings"]
+    assert sorted(p.parent.name for p in (ROOT / "settings").glob("*/params.yaml")) == sorted(settings)
+    from aimfair.config import load_params
+
+    for setting, spec in settings.items():
+        data = yaml.safe_load((ROOT / "settings" / setting / "params.yaml").read_text())
+        for key in tracked:  # DVC refuses a stage whose params file lacks one of its keys
+            value = data
+            for part in key.split("."):
+                assert part in value, f"settings/{setting}/params.yaml lacks {key}, which settings/dvc.yaml tracks"
+                value = value[part]
+        p = load_params(ROOT / "settings" / setting / "params.yaml")
+        assert p.data.dataset == spec["dataset"] and p.data.root == f"../../data/{spec['dataset']}"
+        assert p.generator.corpus == "dataset" and p.generate.model == "builtin" and p.pretrain.pretrained == "none"
+        assert p.pretrain.input_size == 32 and p.seeds == ours["vars"][0]["seeds"]
+
+
 def test_every_paper_setting_lists_what_its_stages_track_and_the_papers_protocol():
     from aimfair.config import load_params
 

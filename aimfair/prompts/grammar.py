@@ -16,12 +16,16 @@ from aimfair.prompts.vocabulary import attribute_words, context_words
 LEADS = ("Portrait face photo of", "A close-up portrait of", "Headshot of", "A photo of the face of")
 
 
-def _person(target: str, sensitive: str, group: str, pick) -> str:
-    """The noun phrase naming the group, e.g. 'a young woman' or 'an old man smiling'."""
+def person_phrase(values: list[tuple[str, int]], pick, fixed: dict[str, str] | None = None) -> str:
+    """The noun phrase naming a person with these attribute values, e.g. 'a young woman' or 'a man smiling'.
+
+    `pick` chooses one of several phrases, unless `fixed` gives an attribute's phrase; the generator's captions
+    use the same words (aimfair.prompts.captions).
+    """
     noun, before, after = "person", [], []
-    for attribute, value in zip((target, sensitive), parse_group_key(group)):
+    for attribute, value in values:
         words = attribute_words(attribute)
-        phrase = pick(words.says[value])
+        phrase = (fixed or {}).get(attribute) or pick(words.says[value])
         if words.role == "noun":
             noun = phrase
         elif words.role == "adjective" or (" " not in phrase and not phrase.startswith("not")):
@@ -30,6 +34,11 @@ def _person(target: str, sensitive: str, group: str, pick) -> str:
             after.append(phrase)  # "a man with a broad smile"
     words = " ".join(before + [noun] + after)
     return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def _person(target: str, sensitive: str, group: str, pick) -> str:
+    """The noun phrase naming the group, e.g. 'a young woman' or 'an old man smiling'."""
+    return person_phrase(list(zip((target, sensitive), parse_group_key(group))), pick)
 
 
 def single_prompt(target: str, sensitive: str, group: str) -> str:

@@ -10,7 +10,8 @@ import pandas as pd
 from aimfair import io, paths
 from aimfair.config import Params
 from aimfair.data.loading import ImageSet
-from aimfair.errors import AimfairError
+from aimfair.errors import AimfairError, notice
+from aimfair.fidelity import THRESHOLD, fidelity_warning, read_fidelity_report
 from aimfair.metrics import aggregate_seeds, fairness_metrics
 from aimfair.models import build_classifier, load_checkpoint, read_sidecar
 from aimfair.report import formatted, markdown_table, mean_std_table, paper_table
@@ -140,6 +141,14 @@ def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Pat
     setting = f"{d.dataset} {d.target}/{d.sensitive} bias {d.bias_degree}"
     metrics = {name: dict(setting=setting, split=params.evaluate.split, n_seeds=agg["n_seeds"], paper=agg["paper"],
                           mean=agg["mean"], std=agg["std"]) for name, agg in result.aggregate.items()}
+    fidelity = read_fidelity_report(root)
+    warning = fidelity_warning(fidelity) if fidelity else None
+    if fidelity:  # beside the strategies, so that `dvc metrics show` shows it too
+        metrics["prompt_fidelity"] = dict(lowest_both=fidelity["lowest_both"],
+                                          threshold=fidelity.get("threshold", THRESHOLD),
+                                          below_threshold=[g for g, r in fidelity["per_group"].items()
+                                                           if r["both"] < fidelity.get("threshold", THRESHOLD)],
+                                          warning=warning)
     out = dict(metrics=reports / "metrics.json", per_seed=reports / "per_seed.csv",
                table_csv=reports / "table.csv", table_md=reports / "table.md")
     io.write_json(out["metrics"], metrics)
@@ -147,7 +156,8 @@ def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Pat
     paper = paper_table({name: result.aggregate[name]["paper"] for name in shown}, d.target, d.sensitive)
     spread = mean_std_table({name: result.aggregate[name] for name in shown}, d.target, d.sensitive)
     io.write_csv(out["table_csv"], paper.reset_index())
-    text = (f"# {d.dataset}: target {d.target}, protected {d.sensitive}, bias degree {d.bias_degree}, "
+    banner = f"> **WARNING: {warning}.**\n\n" if warning else ""
+    text = banner + (f"# {d.dataset}: target {d.target}, protected {d.sensitive}, bias degree {d.bias_degree}, "
             f"{params.evaluate.split} split, {len(params.seeds)} seed(s)\n\n"
             "Aggregated as in the paper: group accuracies averaged over seeds, WST and STD of those averages, "
             "ACC and EO averaged over seeds. EO is the paper's printed definition (max of the TPR and FPR gaps); "
@@ -163,4 +173,6 @@ def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Pat
         text += ("\nEvery variant of the families (a family's row above is, per seed, its variant with the best "
                  "validation accuracy):\n\n" + markdown_table(formatted(variants)))
     io.write_text(out["table_md"], text)
+    if warning:
+        notice(warning)
     return out

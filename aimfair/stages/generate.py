@@ -35,6 +35,36 @@ def pool_plan(params: Params) -> dict[str, int]:
     return pool_sizes(s.balanced_per_group, s.biased_size, s.biased_skew or params.data.bias_degree)
 
 
+def builtin_generator_problem(params: Params, root: Path) -> str | None:
+    """Why the built-in model may not draw this setting's images (another dataset or resolution), or None.
+
+    The built-in model trained on tinyfaces' studio renders draws cartoon faces whatever the prompt says: on
+    CelebA or UTKFace every synthetic image would be wrong, and a Table 3 built on them would look like a
+    result without being one. A model not trained yet is no problem here (the generator stage trains it).
+    """
+    if params.generate.model != "builtin":
+        return None
+    folder = root / paths.generator_dir(params.generator.corpus)
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+        trained_for, resolution = meta.get("dataset", "tinyfaces"), int(meta["model"]["resolution"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return f"{folder / 'config.json'} is damaged: retrain the built-in generator (dvc repro -f generator)"
+    dataset = params.data.dataset
+    if trained_for != dataset and not params.generate.allow_foreign_generator:
+        return (f"the built-in generator in {folder} was trained on {meta.get('trained_on', trained_for)}, but "
+                f"data.dataset is {dataset}: its images would not be {dataset} faces, and a Table 3 built on them "
+                "is not a result. Set generator.corpus: dataset (the model then learns this dataset's own faces, "
+                "docs/generation.md) or generate.model to a Stable Diffusion folder; "
+                "generate.allow_foreign_generator: true runs it anyway, for experiments")
+    if params.generator.corpus == "dataset" and resolution != params.generator.resolution:
+        return (f"the built-in generator in {folder} was trained at {resolution} px, but generator.resolution is "
+                f"{params.generator.resolution}: retrain it (dvc repro generator, or aimfair generator)")
+    return None
+
+
 def build_generator(params: Params, root: Path, device=None, steps: int | None = None) -> Generator:
     """The text-to-image model named by generate.model, with its sampler settings (`steps` overrides)."""
     g = params.generate
@@ -43,7 +73,10 @@ def build_generator(params: Params, root: Path, device=None, steps: int | None =
     if g.model == "builtin":
         from aimfair.generate.tiny_sampling import load_tiny_generator
 
-        return load_tiny_generator(root / paths.GENERATOR, steps=steps or BUILTIN_STEPS,
+        problem = builtin_generator_problem(params, root)
+        if problem:
+            raise AimfairError(problem)
+        return load_tiny_generator(root / paths.generator_dir(params.generator.corpus), steps=steps or BUILTIN_STEPS,
                                    guidance=g.guidance or BUILTIN_GUIDANCE, batch_size=g.batch_size,
                                    device=device, resolution=g.resolution or None, precision=g.precision)
     from aimfair.generate.sd import load_stable_diffusion
