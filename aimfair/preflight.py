@@ -13,10 +13,12 @@ import pandas as pd
 
 from aimfair.config import Params
 from aimfair.data.celeba import ATTR_FILES, IMAGE_DIR, PARTITION_FILES, celeba_image_dir
+from aimfair.data.generator_pool import check_pool, generator_pool
 from aimfair.data.splits import make_split
 from aimfair.data.utkface import utkface_image_dir
 from aimfair.errors import AimfairError
 from aimfair.models import imagenet_weights_path
+from aimfair.prompts.captions import check_caption_vocabulary
 
 
 def _listed_images(attr_file: Path) -> list[str]:
@@ -59,14 +61,24 @@ def _utkface_problems(root: Path) -> list[str]:
 
 
 def _split_problems(params: Params, data_root: Path) -> list[str]:
-    """Can the setting's splits be made from the labels (attributes present, every group's quota filled)?"""
+    """Can the setting's splits be made from the labels (attributes present, every group's quota filled), and
+    with generator.corpus: dataset, do they leave a generator pool its captions can describe?"""
     d = params.data
     try:
-        make_split(d.dataset, data_root, d.target, d.sensitive, d.bias_degree, d.n_train, seed=d.split_seed,
-                   utkface_test_per_group=d.utkface_test_per_group or None, utkface_val_fraction=d.utkface_val_fraction,
-                   partition=d.partition, seeded_fractions=d.seeded_fractions)
+        splits = make_split(d.dataset, data_root, d.target, d.sensitive, d.bias_degree, d.n_train, seed=d.split_seed,
+                            utkface_test_per_group=d.utkface_test_per_group or None,
+                            utkface_val_fraction=d.utkface_val_fraction, partition=d.partition,
+                            seeded_fractions=d.seeded_fractions)
     except AimfairError as e:
         return [f"the splits of {d.dataset} {d.target}/{d.sensitive}: {e}"]
+    if params.generator.corpus != "dataset" or params.generate.model != "builtin":
+        return []
+    try:
+        pool = generator_pool(d.dataset, data_root, d.target, d.sensitive, splits, official=d.partition == "official")
+        check_pool(pool)
+        check_caption_vocabulary(d.dataset, d.target, d.sensitive, list(pool.columns))
+    except AimfairError as e:
+        return [str(e)]
     return []
 
 

@@ -363,6 +363,8 @@ def run_locked(name: str, setting: Setting) -> RunResult:
     """run_strategy under a lock per run (in work/.locks/, outside the outputs DVC hashes), so that two launches
     never train the same run; prints what happened when the setting shows progress."""
     lock = setting.root / paths.LOCKS / f"{name}_seed_{setting.seed}.lock"
+    if setting.progress and STRATEGIES[name].trains:  # a console under `dvc repro` says what the next minutes are
+        print(f"seed {setting.seed} {name}: starting", flush=True)
     with io.exclusive(lock, f"run {name} for seed {setting.seed}") if STRATEGIES[name].trains else nullcontext():
         result = run_strategy(name, setting)
     if setting.progress:

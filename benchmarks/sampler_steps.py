@@ -1,16 +1,22 @@
-"""Speed and prompt fidelity of the built-in model's DDIM sampler at several step counts.
+"""Speed and prompt fidelity of the built-in model's DDIM sampler at several step counts and guidance scales.
 
-For each step count, generate the same images (same prompts and seeds; seeds from another base than the
+For each step count (and guidance scale), generate the same images (same prompts and seeds; seeds from another base than the
 pool's) for every group, time it, and let the pipeline's fidelity oracle read them: the share read as the
 right smile and the right gender. This is how the default step count was chosen: first 15 (DESIGN.md's 25
 are no more faithful and 1.8x slower), then 10 (as faithful again, 2.6x faster than 25). Needs the oracle of the generate stage (`dvc repro generate`):
 
     PATH=$PWD/.venv/bin:$PATH python benchmarks/sampler_steps.py --steps 25 15 10 --json docs/sampler_steps.json
+
+From a setting's folder (its own generator and oracle), e.g. the guidance of a dataset-trained model:
+
+    cd settings/celeba_cpu && PATH=$PWD/../../.venv/bin:$PATH python ../../benchmarks/sampler_steps.py \
+        --steps 10 --guidance 3 5 7
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,8 +33,10 @@ from aimfair.stages.generate import build_generator, read_prompts
 SEED = 7  # not generate.seed: these images are not in the pool
 
 
-def measure(params_file: Path, steps: int, per_group: int) -> dict:
+def measure(params_file: Path, steps: int, per_group: int, guidance: float = 0.0) -> dict:
     params, root = load_params(params_file), paths.repo_root()
+    if guidance:
+        params = dataclasses.replace(params, generate=dataclasses.replace(params.generate, guidance=guidance))
     oracle = root / FIDELITY / "oracle" / "best.safetensors"
     if not oracle.exists():
         raise SystemExit(f"no fidelity oracle at {oracle}: run `dvc repro generate` first")
@@ -42,23 +50,26 @@ def measure(params_file: Path, steps: int, per_group: int) -> dict:
         seconds += time.perf_counter() - start
         rows += [dict(path=f"{group}/{i}", group=group, y=int(group[0]), s=int(group[2])) for i in range(per_group)]
     summary = summarise(score_images(params, oracle, pd.DataFrame(rows), np.concatenate(pixels)))
-    return dict(steps=steps, images=len(rows), images_per_s=round(len(rows) / seconds, 2),
+    return dict(steps=steps, guidance=params.generate.guidance or "default", images=len(rows), images_per_s=round(len(rows) / seconds, 2),
                 fidelity={r["group"]: r["both"] for r in summary.to_dict("records")})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", nargs="+", type=int, default=[25, 15, 10])
+    parser.add_argument("--guidance", nargs="+", type=float, default=[0.0],
+                        help="guidance scales (0: generate.guidance, or the model's default)")
     parser.add_argument("--per-group", type=int, default=100)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
     rows = []
     for steps in args.steps:
-        rows.append(measure(Path(args.params), steps, args.per_group))
-        fidelity = " / ".join(f"{v:.1f}" for v in rows[-1]["fidelity"].values())
-        print(f"DDIM {steps:3d}: {rows[-1]['images_per_s']:6.2f} images/s   fidelity (both right) {fidelity}",
-              flush=True)
+        for guidance in args.guidance:
+            rows.append(measure(Path(args.params), steps, args.per_group, guidance))
+            fidelity = " / ".join(f"{v:.1f}" for v in rows[-1]["fidelity"].values())
+            print(f"DDIM {steps:3d}, guidance {rows[-1]['guidance']}: {rows[-1]['images_per_s']:6.2f} images/s   "
+                  f"fidelity (both right) {fidelity}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -65,6 +65,24 @@ def make_celeba_and_utkface(data: Path, n_images: int = 320) -> None:
                     utkface / f"{age}_{gender}_{race}_2017011617{i:07d}.jpg.chip.jpg")
 
 
+def toy_settings_repo(dest: Path, pipeline: str, settings: list[str], toy: dict, n_images: int = 320) -> tuple[Path, dict]:
+    """A fresh clone with CelebA/UTKFace fixture files under data/, whose `pipeline` folder (paper, settings) runs
+    only `settings`, each with `toy` merged into its params.yaml, for toy['seeds']."""
+    import yaml
+
+    repo, env = fresh_clone(dest)
+    make_celeba_and_utkface(repo / "data", n_images)
+    dvc_file = repo / pipeline / "dvc.yaml"
+    stages = yaml.safe_load(dvc_file.read_text())
+    everything = stages["vars"][0]["settings"]
+    stages["vars"][0].update(settings={name: everything[name] for name in settings}, seeds=toy["seeds"])
+    dvc_file.write_text(yaml.safe_dump(stages, sort_keys=False))
+    for setting in settings:
+        params_file = repo / pipeline / setting / "params.yaml"
+        params_file.write_text(yaml.safe_dump(merge(yaml.safe_load(params_file.read_text()), toy), sort_keys=False))
+    return repo, env
+
+
 def byte_level_alphabet() -> list[str]:
     """The 256 printable characters that byte-level BPE (GPT-2, CLIP) maps the bytes 0-255 to."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]

@@ -11,11 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import yaml
 from torchvision.models import resnet18
 
 from aimfair.models import imagenet_weights_path
-from tests.builders import fresh_clone, make_celeba_and_utkface, merge, run_ok, save_tiny_sd
+from tests.builders import run_ok, save_tiny_sd, toy_settings_repo
 
 pytestmark = pytest.mark.slow
 
@@ -36,20 +35,12 @@ TOY = {
 def paper_repo(tmp_path_factory) -> tuple[Path, dict]:
     if shutil.which("git") is None:
         pytest.skip("git is needed to make a repository copy")
-    repo, env = fresh_clone(tmp_path_factory.mktemp("paper") / "aimfair")
-    make_celeba_and_utkface(repo / "data")
+    repo, env = toy_settings_repo(tmp_path_factory.mktemp("paper") / "aimfair", "paper", SETTINGS, TOY)
     save_tiny_sd(repo / "models" / "stable-diffusion-2-1-base")
     env["TORCH_HOME"] = str(repo.parent / "torch")  # stand-in ImageNet weights, where torchvision keeps them
     weights = Path(env["TORCH_HOME"]) / "hub" / imagenet_weights_path().relative_to(torch.hub.get_dir())
     weights.parent.mkdir(parents=True)
     torch.save(resnet18().state_dict(), weights)
-    pipeline = yaml.safe_load((repo / "paper" / "dvc.yaml").read_text())
-    settings = pipeline["vars"][0]["settings"]
-    pipeline["vars"][0].update(settings={name: settings[name] for name in SETTINGS}, seeds=TOY["seeds"])
-    (repo / "paper" / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    for setting in SETTINGS:
-        params_file = repo / "paper" / setting / "params.yaml"
-        params_file.write_text(yaml.safe_dump(merge(yaml.safe_load(params_file.read_text()), TOY), sort_keys=False))
     return repo, env
 
 

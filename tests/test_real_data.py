@@ -246,3 +246,17 @@ def test_the_fidelity_oracle_draws_its_images_in_a_seeded_shuffled_order(tmp_pat
     ages = frame["image_id"].str.split("_").str[0].astype(int)
     assert len(frame) == 80 and ages.median() > 30  # name order would give ages 1-16 only
     assert frame.equals(oracle_training_frame(params, tmp_path, per_group=20))
+
+
+def test_check_says_when_the_splits_leave_too_small_a_generator_pool(tmp_path):
+    from aimfair.preflight import missing_inputs
+
+    write_celeba(tmp_path / "celeba", 1000)
+    (tmp_path / "celeba" / "img_align_celeba").mkdir()
+    for i in range(1, 1001):
+        (tmp_path / "celeba" / "img_align_celeba" / f"{i:06d}.jpg").write_bytes(b"")
+    data = {"dataset": "celeba", "root": "celeba", "bias_degree": "1"}
+    small = parse_params({"data": {**data, "n_train": 40}, "generator": {"corpus": "dataset"}})
+    assert missing_inputs(small, tmp_path) == []  # 700 train-partition images leave 660 for the pool
+    large = parse_params({"data": {**data, "n_train": 600}, "generator": {"corpus": "dataset"}})  # ~25 per group
+    assert any("generator pool" in p and "too small" in p for p in missing_inputs(large, tmp_path))

@@ -113,6 +113,16 @@ def test_the_paper_pipeline_has_the_default_pipelines_stages_dependencies_and_pa
         assert theirs["params"] == ours["params"], f"paper/dvc.yaml stage {name}: its params drifted from dvc.yaml's"
 
 
+def assert_lists_every_key(params_file: Path, tracked: set[str]) -> None:
+    """DVC refuses a stage whose params file lacks one of its keys: every tracked key must be written out."""
+    data = yaml.safe_load(params_file.read_text())
+    for key in tracked:
+        value = data
+        for part in key.split("."):
+            assert part in value, f"{params_file.relative_to(ROOT)} lacks {key}, which its dvc.yaml tracks"
+            value = value[part]
+
+
 SETTINGS_STAGES = ("data", "prompts", "generator", "generator_samples", "generate", "repair", "pretrain", "mask",
                    "finetune", "evaluate")
 
@@ -139,12 +149,7 @@ def test_the_cpu_settings_pipeline_has_the_default_pipelines_dependencies_and_pa
     from aimfair.config import load_params
 
     for setting, spec in settings.items():
-        data = yaml.safe_load((ROOT / "settings" / setting / "params.yaml").read_text())
-        for key in tracked:  # DVC refuses a stage whose params file lacks one of its keys
-            value = data
-            for part in key.split("."):
-                assert part in value, f"settings/{setting}/params.yaml lacks {key}, which settings/dvc.yaml tracks"
-                value = value[part]
+        assert_lists_every_key(ROOT / "settings" / setting / "params.yaml", tracked)
         p = load_params(ROOT / "settings" / setting / "params.yaml")
         assert p.data.dataset == spec["dataset"] and p.data.root == f"../../data/{spec['dataset']}"
         assert p.generator.corpus == "dataset" and p.generate.model == "builtin" and p.pretrain.pretrained == "none"
@@ -159,12 +164,7 @@ def test_every_paper_setting_lists_what_its_stages_track_and_the_papers_protocol
     assert seeds == list(range(100, 1001, 100)) and sorted(p.parent.name for p in (ROOT / "paper").glob("*/params.yaml")) == sorted(settings)
     tracked = {p for stage in pipeline["stages"].values() for p in stage.get("do", stage)["params"]}
     for setting in settings:
-        data = yaml.safe_load((ROOT / "paper" / setting / "params.yaml").read_text())
-        for key in tracked:  # DVC refuses a stage whose params file lacks one of its keys
-            value = data
-            for part in key.split("."):
-                assert part in value, f"paper/{setting}/params.yaml lacks {key}, which paper/dvc.yaml tracks"
-                value = value[part]
+        assert_lists_every_key(ROOT / "paper" / setting / "params.yaml", tracked)
         p = load_params(ROOT / "paper" / setting / "params.yaml")
         dataset, target, sensitive = setting.split("_")
         assert (p.data.dataset, p.data.target.lower(), p.data.sensitive.lower()) == (dataset, target, sensitive)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.builders import fresh_clone, make_celeba_and_utkface, merge, run_ok
+from tests.builders import run_ok, toy_settings_repo
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +32,8 @@ TOY = {
 def settings_repo(tmp_path_factory) -> tuple[Path, dict]:
     if shutil.which("git") is None:
         pytest.skip("git is needed to make a repository copy")
-    repo, env = fresh_clone(tmp_path_factory.mktemp("settings") / "aimfair")
-    make_celeba_and_utkface(repo / "data", n_images=900)  # enough left over for a generator pool
-    pipeline = yaml.safe_load((repo / "settings" / "dvc.yaml").read_text())
-    pipeline["vars"][0]["seeds"] = TOY["seeds"]
-    (repo / "settings" / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    for setting in SETTINGS:
-        params_file = repo / "settings" / setting / "params.yaml"
-        params_file.write_text(yaml.safe_dump(merge(yaml.safe_load(params_file.read_text()), TOY), sort_keys=False))
+    # 900 faces: enough left over beside the splits for a generator pool
+    repo, env = toy_settings_repo(tmp_path_factory.mktemp("settings") / "aimfair", "settings", SETTINGS, TOY, 900)
     return repo, env
 
 

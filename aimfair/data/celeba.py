@@ -56,7 +56,8 @@ def read_celeba(root: str | Path, official: bool = True) -> pd.DataFrame:
     if not official:
         attrs.insert(1, "partition", -1)
         return attrs.sort_values("image_id", kind="stable").reset_index(drop=True)
-    part_path = _find_partition_file(root)
+    part_path = _find_file(root, PARTITION_FILES, "partition",
+                           "; for a subset without one set data.partition: seeded")
     partition = _read_partition_txt(part_path) if part_path.suffix == ".txt" else _read_partition_csv(part_path)
     missing = attrs["image_id"][~attrs["image_id"].isin(partition["image_id"])]
     if len(missing):
@@ -85,24 +86,14 @@ def celeba_image_dir(root: str | Path) -> Path:
     )
 
 
-def _find_file(root: Path, names: tuple[str, ...], what: str) -> Path:
+def _find_file(root: Path, names: tuple[str, ...], what: str, alternative: str = "") -> Path:
     """The first of `names` present in root (so .txt is preferred over .csv)."""
     for name in names:
         if (root / name).is_file():
             return root / name
     raise AimfairError(
         f"no CelebA {what} file in {root}: looked for {' and '.join(names)}; "
-        "copy it from the CelebA release (see docs/data.md)"
-    )
-
-
-def _find_partition_file(root: Path) -> Path:
-    for name in PARTITION_FILES:
-        if (root / name).is_file():
-            return root / name
-    raise AimfairError(
-        f"no CelebA partition file in {root}: looked for {' and '.join(PARTITION_FILES)}; copy it from the "
-        "CelebA release (see docs/data.md), or for a subset without one set data.partition: seeded"
+        f"copy it from the CelebA release (see docs/data.md){alternative}"
     )
 
 
