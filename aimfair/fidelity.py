@@ -128,16 +128,23 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def oracle_reliability(params: Params, root: Path, checkpoint: Path) -> pd.DataFrame:
-    """The oracle's accuracy per group on the real validation split: how far its verdicts can be trusted."""
+    """The oracle's accuracy per group on the real validation split: how far its verdicts can be trusted.
+
+    Rows: the target reading, the protected reading, and both right at once, which is what the pool's
+    fidelity counts: a pool read right as often as real photos are is as faithful as this oracle can tell.
+    """
     val = load_images(params, root, "val", params.pretrain.input_size, progress=False)
     pred = _oracle_readings(params, checkpoint, val) >= 0.5
     groups = np.array([group_key(y, s) for y, s in zip(val.y, val.s)])
+    right = {"target": pred[:, 0] == val.y, "sensitive": pred[:, 1] == val.s}
+    right["both"] = right["target"] & right["sensitive"]
+    attributes = {"target": params.data.target, "sensitive": params.data.sensitive,
+                  "both": f"{params.data.target} and {params.data.sensitive}"}
     rows = []
-    for column, role in enumerate(ROLES):
-        truth = val.y if role == "target" else val.s
-        row = dict(role=role, attribute=params.data.target if role == "target" else params.data.sensitive)
+    for role, ok in right.items():
+        row = dict(role=role, attribute=attributes[role])
         for group in GROUPS:
-            row[group] = round(100 * float((pred[groups == group, column] == truth[groups == group]).mean()), 2)
+            row[group] = round(100 * float(ok[groups == group].mean()), 2)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -171,9 +178,12 @@ def fidelity_warning(report: dict) -> str | None:
     if not below:
         return None
     groups = ", ".join(f"{g} {report['per_group'][g]['both']:.1f} %" for g in below)
-    return (f"PROMPT FIDELITY BELOW {report.get('threshold', THRESHOLD):.0f} % in group(s) {groups}: the oracle "
-            "reads these synthetic images as another group, so every result fine-tuned on them rests on wrong "
-            "images. Improve the generator (docs/generation.md) before trusting Table 3")
+    real = report.get("oracle_val_accuracy", {}).get("both")
+    reference = (" (real validation photos of the same group(s) read right: "
+                 + ", ".join(f"{real[g]:.1f} %" for g in below) + ")") if real else ""
+    return (f"PROMPT FIDELITY BELOW {report.get('threshold', THRESHOLD):.0f} % in group(s) {groups}{reference}: the "
+            "oracle reads the other synthetic images of these groups as another group, so a result fine-tuned on "
+            "them rests partly on wrong images. Improve the generator (docs/generation.md) before trusting Table 3")
 
 
 def read_fidelity_report(root: Path) -> dict | None:

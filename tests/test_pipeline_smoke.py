@@ -82,6 +82,9 @@ def test_dvc_repro_runs_every_stage_and_writes_the_report(toy_repo):
     strategies = ("baseline", "synthetic_only", "supplementation", "repairing", "linear_probe", "full_ft", "aimfair")
     assert all(f"| {name} |" in table for name in strategies) and "WST" in table and "seeds improved" in table
     all_metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    fidelity = all_metrics.pop("prompt_fidelity")  # the pool's fidelity, said beside the strategies
+    assert fidelity["threshold"] == 80 and (fidelity["warning"] is None) == (fidelity["lowest_both"] >= 80)
+    assert table.startswith("> **WARNING: PROMPT FIDELITY") == (fidelity["warning"] is not None)
     assert list(all_metrics) == list(strategies) and all(m["n_seeds"] == 2 for m in all_metrics.values())
     per_seed = pd.read_csv(repo / "reports" / "per_seed.csv")
     assert len(per_seed) == 2 * len(strategies)
@@ -150,7 +153,8 @@ def test_table4_and_the_ablations_run_on_top_of_the_pipeline(toy_repo):
         assert not nb["metadata"]["papermill"]["exception"], name
         table = (repo / "reports" / "ablations" / name / "table.md").read_text()
         assert all(f"| {row} |" in table for row in rows), (name, table)
-        assert json.loads((repo / "reports" / "ablations" / name / "metrics.json").read_text()).keys() == set(rows)
+        assert json.loads((repo / "reports" / "ablations" / name / "metrics.json").read_text()).keys() == {
+            *rows, "prompt_fidelity"}
         assert (repo / "reports" / "figures" / "ablations" / f"{name}.png").stat().st_size > 1000
     # one run per trained row and seed, in the ablation's own folder (real_fraction: its biased models too)
     trained = {name: len(list((repo / "work" / "ablations" / name).glob("*/seed_*/run.json"))) for name in ABLATION_ROWS}
@@ -198,6 +202,15 @@ def test_the_same_pipeline_runs_on_a_celeba_format_dataset_under_data(toy_repo):
     shutil.copytree(repo / "work" / "tinyfaces", celeba)  # CelebA's own file format
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(dataset="celeba", root="data/celeba", target="Young", sensitive="Male", bias_degree="1/3")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # the studio-trained generator is refused for a dataset it was not trained on, with the fixes named
+    refused = subprocess.run([sys.executable, "-m", "dvc", "repro", "dvc.yaml"], cwd=repo, env=env,
+                             capture_output=True, text=True, timeout=900)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "generator.corpus: dataset" in said and "Stable Diffusion" in said, said[-2000:]
+    assert "Traceback" not in said
+    # these "CelebA" files are tinyfaces renders, which the studio model did learn: the explicit opt-out fits
+    params["generate"]["allow_foreign_generator"] = True
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_ok([sys.executable, "-m", "dvc", "repro", "dvc.yaml"], repo, env)
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())["baseline"]

@@ -207,10 +207,13 @@ def test_a_pool_below_the_fidelity_threshold_puts_a_banner_on_the_table_and_in_t
     aggregate = {"baseline": aggregate_seeds([metrics])}
     evaluation = Evaluation(per_seed, pd.DataFrame(), aggregate)
 
-    io.write_json(tmp_path / REPORT, fidelity_report({"0_0": 95.0, "0_1": 41.5, "1_0": 90.0, "1_1": 12.0}))
+    report = fidelity_report({"0_0": 95.0, "0_1": 41.5, "1_0": 90.0, "1_1": 12.0})
+    report["oracle_val_accuracy"] = {"both": {"0_0": 90.0, "0_1": 88.5, "1_0": 91.0, "1_1": 70.25}}
+    io.write_json(tmp_path / REPORT, report)
     files = write_evaluation(evaluation, params, tmp_path)
     table = files["table_md"].read_text()
-    assert table.startswith("> **WARNING: PROMPT FIDELITY BELOW 80 % in group(s) 0_1 41.5 %, 1_1 12.0 %")
+    assert table.startswith("> **WARNING: PROMPT FIDELITY BELOW 80 % in group(s) 0_1 41.5 %, 1_1 12.0 % (real "
+                            "validation photos of the same group(s) read right: 88.5 %, 70.2 %)")
     metrics = json.loads(files["metrics"].read_text())
     assert metrics["prompt_fidelity"]["below_threshold"] == ["0_1", "1_1"] and metrics["prompt_fidelity"]["warning"]
     assert "PROMPT FIDELITY BELOW 80 %" in capsys.readouterr().err
