@@ -74,3 +74,16 @@ def test_a_pool_too_small_to_learn_from_is_refused_by_the_data_stage(tmp_path):
     params = parse_params(TOY)  # 140 train-partition images less a 60-image split: under 50 per group
     with pytest.raises(AimfairError, match="generator pool.*too small to train on"):
         run_data(params, tmp_path)
+
+
+def test_the_generator_also_learns_at_64_px(tmp_path):
+    from aimfair.stages.data import run_data
+    from aimfair.stages.dataset_generator import run_dataset_generator
+    from aimfair.stages.generate import build_generator
+
+    write_world(tmp_path / "world", WorldConfig(n_images=600, image_size=64), workers=1, progress=False)
+    params = parse_params({**TOY, "generator": {**TOY["generator"], "resolution": 64, "steps": 2}})
+    run_data(params, tmp_path)
+    run_dataset_generator(params, tmp_path, progress=False)
+    images = build_generator(params, tmp_path, device="cpu").generate(["A headshot of a young woman."], [3])
+    assert images.shape == (1, 64, 64, 3)
