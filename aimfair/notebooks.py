@@ -65,8 +65,10 @@ def _kernel_config() -> Any:
     import zmq
     from traitlets.config import Config
 
-    if not zmq.has("curve"):
-        return Config()
+    from jupyter_client.manager import KernelManager
+
+    if not zmq.has("curve") or "transport_encryption" not in KernelManager.class_trait_names():
+        return Config()  # an older jupyter_client: the warning stays, nothing breaks
     # "auto": keys are provisioned only for kernelspecs that declare curve support, as ipykernel's does
     return Config({"KernelManager": {"transport_encryption": "auto"}})
 

@@ -71,7 +71,7 @@ def _split_problems(params: Params, data_root: Path) -> list[str]:
                             seeded_fractions=d.seeded_fractions)
     except AimfairError as e:
         return [f"the splits of {d.dataset} {d.target}/{d.sensitive}: {e}"]
-    if params.generator.corpus != "dataset" or params.generate.model != "builtin":
+    if params.generator.corpus != "dataset":
         return []
     try:
         pool = generator_pool(d.dataset, data_root, d.target, d.sensitive, splits, official=d.partition == "official")

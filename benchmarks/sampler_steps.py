@@ -2,7 +2,7 @@
 
 For each step count (and guidance scale), generate the same images (same prompts and seeds; seeds from another base than the
 pool's) for every group, time it, and let the pipeline's fidelity oracle read them: the share read as the
-right smile and the right gender. This is how the default step count was chosen: first 15 (DESIGN.md's 25
+right smile and the right gender. This is how the default step count was chosen: first 15 (25, the prototype's,
 are no more faithful and 1.8x slower), then 10 (as faithful again, 2.6x faster than 25). Needs the oracle of the generate stage (`dvc repro generate`):
 
     PATH=$PWD/.venv/bin:$PATH python benchmarks/sampler_steps.py --steps 25 15 10 --json docs/sampler_steps.json

@@ -42,7 +42,7 @@ def test_a_header_count_that_differs_from_the_rows_is_a_warning_naming_both(tmp_
     frame = read_celeba(tmp_path)
     assert len(frame) == 50
     err = capsys.readouterr().err
-    assert "202599" in err and "50" in err and "corrupt" not in err
+    assert "header says 202599 images but the file lists 50" in err and "corrupt" not in err
 
 
 def test_a_subset_without_a_partition_file_needs_the_seeded_partition(tmp_path):
@@ -65,6 +65,12 @@ def test_an_official_partition_that_leaves_test_empty_offers_the_seeded_one(tmp_
     (tmp_path / "list_eval_partition.txt").write_text("".join(f"{i:06d}.jpg 0\n" for i in range(1, 101)))
     with pytest.raises(AimfairError, match="leaves val and test empty.*data.partition: seeded"):
         make_split("celeba", tmp_path, "Smiling", "Male", "1", 20)
+
+
+def test_a_seeded_partition_that_leaves_a_part_empty_says_which_share_to_raise(tmp_path):
+    write_celeba(tmp_path, 40, partition=False)
+    with pytest.raises(AimfairError, match="seeded partition of 40 images.*leaves test empty.*seeded_fractions"):
+        make_split("celeba", tmp_path, "Smiling", "Male", "1", 8, partition="seeded", seeded_fractions=(0.97, 0.02, 0.01))
 
 
 def test_seeded_fractions_must_be_three_shares_adding_up_to_one():
@@ -183,6 +189,13 @@ def test_a_dataset_checkpoint_of_another_dataset_or_resolution_is_refused(tmp_pa
     fake_checkpoint(tmp_path / paths.DATASET_GENERATOR, "celeba", resolution=64)
     assert "trained at 64 px, but generator.resolution is 32" in builtin_generator_problem(params, tmp_path)
     fake_checkpoint(tmp_path / paths.DATASET_GENERATOR, "celeba", resolution=32)
+    assert builtin_generator_problem(params, tmp_path) is None
+    # the splits changed after training: the model learned images the classifier now trains or is tested on
+    pd.DataFrame({"image_id": ["1.jpg", "2.jpg", "3.jpg"]}).to_csv(tmp_path / paths.DATASET_GENERATOR / "corpus.csv")
+    (tmp_path / paths.SPLITS).mkdir(parents=True)
+    pd.DataFrame({"image_id": ["2.jpg", "3.jpg", "9.jpg"]}).to_csv(tmp_path / paths.SPLITS / "test.csv")
+    assert "learned from 2 image(s) that are now in the classifier's" in builtin_generator_problem(params, tmp_path)
+    (tmp_path / paths.SPLITS / "test.csv").unlink()
     assert builtin_generator_problem(params, tmp_path) is None
     (tmp_path / paths.DATASET_GENERATOR / "config.json").write_text("{not json")
     assert "is damaged" in builtin_generator_problem(params, tmp_path)

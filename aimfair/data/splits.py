@@ -151,6 +151,9 @@ def make_split(
     if partition == "seeded":
         parts = seeded_partition(len(labelled), seeded_fractions, seed)
     empty = [name for name, code in (("val", VAL), ("test", TEST)) if not (parts == code).any()]
+    if empty and partition == "seeded":
+        raise AimfairError(f"the seeded partition of {len(parts)} images by {list(seeded_fractions)} leaves "
+                           f"{' and '.join(empty)} empty: raise its share in data.seeded_fractions")
     if empty:
         raise AimfairError(
             f"the official partition of {root} leaves {' and '.join(empty)} empty (a subset of CelebA?): set "

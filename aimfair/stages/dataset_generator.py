@@ -53,6 +53,9 @@ def training_corpus(params: Params, root: Path, progress: bool = True) -> tuple[
     keep = decoded.ok[where]  # unreadable files (skipped with a notice by the decoder) leave the corpus
     rows, where = rows[keep].reset_index(drop=True), where[keep]
     check_pool(rows.drop_duplicates("image_id"), minimum=min(MIN_PER_GROUP, g.pool_per_group))
+    if len(rows) < g.batch_size:
+        raise AimfairError(f"only {len(rows)} readable images in the generator's corpus, fewer than "
+                           f"generator.batch_size {g.batch_size}: check the dataset's images (aimfair check)")
     images = np.ascontiguousarray(decoded.pixels[where].transpose(0, 2, 3, 1))
     # mirror half of the images at random: repeats of a small group are then not all the same picture
     flip = np.random.default_rng([g.seed, 1]).random(len(rows)) < 0.5
@@ -103,6 +106,6 @@ def real_pool_examples(params: Params, root: Path, per_group: int, seed: int = 0
     pixels = decoded.pixels.transpose(0, 2, 3, 1)
     keys = (rows["y"].astype(str) + "_" + rows["s"].astype(str)).to_numpy()
     for group in dict.fromkeys(keys):
-        chosen = np.flatnonzero(keys == group)
+        chosen = np.flatnonzero((keys == group) & decoded.ok)  # an unreadable file is no photo to show
         examples[group] = (np.asarray(pixels[chosen]), [captions[i] for i in chosen])
     return examples

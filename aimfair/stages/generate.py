@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from aimfair import paths
 from aimfair.config import Params
 from aimfair.errors import AimfairError
@@ -59,10 +61,31 @@ def builtin_generator_problem(params: Params, root: Path) -> str | None:
                 "is not a result. Set generator.corpus: dataset (the model then learns this dataset's own faces, "
                 "docs/generation.md) or generate.model to a Stable Diffusion folder; "
                 "generate.allow_foreign_generator: true runs it anyway, for experiments")
-    if params.generator.corpus == "dataset" and resolution != params.generator.resolution:
+    if params.generator.corpus != "dataset":
+        return None
+    retrain = "retrain it (the generator stage: dvc repro settings/dvc.yaml:generator@<setting>, or aimfair generator)"
+    if resolution != params.generator.resolution:
         return (f"the built-in generator in {folder} was trained at {resolution} px, but generator.resolution is "
-                f"{params.generator.resolution}: retrain it (dvc repro generator, or aimfair generator)")
+                f"{params.generator.resolution}: {retrain}")
+    leaked = _classifier_images_in_corpus(folder, root)
+    if leaked:
+        return (f"the built-in generator in {folder} learned from {leaked} image(s) that are now in the classifier's "
+                f"train, val or test split (the splits changed after it was trained): {retrain}")
     return None
+
+
+def _classifier_images_in_corpus(folder: Path, root: Path) -> int:
+    """How many images of the generator's training corpus are in the classifier's current splits."""
+    corpus = folder / "corpus.csv"
+    if not corpus.exists():
+        return 0
+    learned = set(pd.read_csv(corpus, dtype={"image_id": str})["image_id"])
+    used = set()
+    for split in ("train", "val", "test"):
+        path = root / paths.SPLITS / f"{split}.csv"
+        if path.exists():
+            used |= set(pd.read_csv(path, dtype={"image_id": str})["image_id"])
+    return len(learned & used)
 
 
 def build_generator(params: Params, root: Path, device=None, steps: int | None = None) -> Generator:
@@ -76,6 +99,10 @@ def build_generator(params: Params, root: Path, device=None, steps: int | None =
         problem = builtin_generator_problem(params, root)
         if problem:
             raise AimfairError(problem)
+        folder = root / paths.generator_dir(params.generator.corpus)
+        if params.generator.corpus == "dataset" and not (folder / "config.json").exists():
+            raise AimfairError(f"no built-in generator trained on this dataset in {folder}: run the generator stage "
+                               "first (dvc repro settings/dvc.yaml:generator@<setting>, or aimfair generator)")
         return load_tiny_generator(root / paths.generator_dir(params.generator.corpus), steps=steps or BUILTIN_STEPS,
                                    guidance=g.guidance or BUILTIN_GUIDANCE, batch_size=g.batch_size,
                                    device=device, resolution=g.resolution or None, precision=g.precision)
