@@ -151,7 +151,7 @@ class GeneratorParams(TinyTraining):
 
 @dataclass(frozen=True)
 class SyntheticParams:
-    """The synthetic sets drawn from the generated pool (PAPER.md: D_S2 balanced, D_S1 biased like D_R).
+    """The synthetic sets drawn from the generated pool (the paper's: D_S2 balanced, D_S1 biased like D_R).
 
     The pool holds, per group, as many images as the larger of the two sets draws from that group.
     """

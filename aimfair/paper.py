@@ -1,4 +1,4 @@
-"""The paper's published numbers (PAPER.md: AIM-Fair, CVPR 2025, ResNet-18, CelebA Smiling/Male unless said),
+"""The paper's published numbers (AIM-Fair, CVPR 2025, ResNet-18, CelebA Smiling/Male unless said),
 to print beside ours. Facts copied from the paper's tables; EO is the paper's printed definition."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The synthetic sets drawn from the pool (PAPER.md): D_S2 balanced over the groups, D_S1 skewed like D_R.
+"""The synthetic sets drawn from the pool (the paper's): D_S2 balanced over the groups, D_S1 skewed like D_R.
 
 Both come from the same pool. Each takes the first images of every group in manifest order, which cycles
 through the group's prompts, so every prompt is used about equally. With the fidelity filter on, images the

@@ -32,7 +32,7 @@ from aimfair.stages.generate import pool_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 ORACLES = 2  # the fidelity stage trains one oracle for the target and one for the protected attribute
-# val and test images: CelebA's official partitions (PAPER.md); UTKFace's from aimfair's split (docs/data.md),
+# val and test images: CelebA's official partitions (the paper's protocol); UTKFace's from aimfair's split (docs/data.md),
 # estimated from the public set's group sizes (the smallest group, White women, has about 4,600 images)
 VAL_TEST = {"celeba": (19_867, 19_962), "utkface": (2_000, 3_700)}
 FORWARD_SHARE = 1 / 3  # an inference image costs about a third of a training image

@@ -18,7 +18,7 @@ from aimfair.generate.base import Generator
 from aimfair.generate.run import PoolRun, generate_pool, plan_jobs, pool_sizes
 from aimfair.stages.common import setup_torch
 
-# DESIGN.md found DDIM 25 with guidance 3 follows the prompt; 10 steps are as faithful (oracle, 400 images:
+# An early prototype found DDIM 25 with guidance 3 follows the prompt; 10 steps are as faithful (oracle, 400 images:
 # benchmarks/sampler_steps.py) and 2.6x faster, so the built-in model samples with 10 by default
 BUILTIN_STEPS, BUILTIN_GUIDANCE = 10, 3.0
 
