@@ -35,8 +35,9 @@ ROLES = ("target", "sensitive")
 
 
 def oracle_training_frame(params: Params, root: Path, per_group: int) -> pd.DataFrame:
-    """Real training images balanced over the four groups: up to `per_group` each, drawn in a seeded shuffled
-    order (fidelity.seed), then listed in id order.
+    """Real training images balanced over the four groups: `per_group` each, drawn in a seeded shuffled order
+    (fidelity.seed), then listed in id order. A group with fewer images comes round again (its images repeat),
+    so the large groups still give the oracle all their variety.
 
     Not the first ones in file order: UTKFace's names start with the age, so those would all be children.
     Any image in the validation or test split is excluded, so the oracle never sees evaluation data.
@@ -52,15 +53,14 @@ def oracle_training_frame(params: Params, root: Path, per_group: int) -> pd.Data
         held_out |= set(pd.read_csv(path)["image_id"])
     frame = frame[~frame["image_id"].isin(held_out)].sort_values("image_id", kind="stable")
     frame = frame.iloc[np.random.default_rng(params.fidelity.seed).permutation(len(frame))]
-    keys = [group_key(y, s) for y, s in zip(frame["y"], frame["s"])]
-    available = pd.Series(keys).value_counts()
-    smallest = int(min(available.get(g, 0) for g in GROUPS))
+    keys = np.array([group_key(y, s) for y, s in zip(frame["y"], frame["s"])])
+    smallest = int(min((keys == g).sum() for g in GROUPS))
     if smallest < 20:
         raise AimfairError(f"only {smallest} real training images in the smallest group: too few to train "
-                           "the fidelity oracle; lower fidelity.per_group or choose other attributes")
-    n = min(per_group, smallest)
-    rank = frame.groupby(keys, sort=False).cumcount().to_numpy()
-    return frame[rank < n].sort_values("image_id", kind="stable").reset_index(drop=True)
+                           "the fidelity oracle; choose other attributes, or a dataset with more images per group")
+    parts = [frame[keys == group] for group in GROUPS]
+    parts = [images.iloc[np.resize(np.arange(len(images)), per_group)] for images in parts]  # cycles small groups
+    return pd.concat(parts).sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
 def _both_labels(images: ImageSet) -> ImageSet:

@@ -1,4 +1,6 @@
-"""Selective mask generation (SMG, PAPER.md): which parameters of the biased model to fine-tune.
+"""Selective mask generation (SMG): which parameters of the biased model to fine-tune.
+
+The paper's second contribution; docs/strategies.md describes it with its measurements.
 
 For the biased model, the dataset-mean gradient of the loss is computed for every named parameter tensor on
 three sets: D_R (the biased real training set), D_S1 (synthetic, skewed like D_R) and D_S2 (synthetic,

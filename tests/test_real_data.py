@@ -245,7 +245,7 @@ def test_the_world_stage_renders_nothing_for_a_real_dataset(tmp_path):
     assert [p.name for p in folder.iterdir()] == [SKIPPED]
 
 
-def test_the_fidelity_oracle_draws_its_images_in_a_seeded_shuffled_order(tmp_path):
+def test_the_fidelity_oracle_draws_its_images_in_a_seeded_shuffled_order_and_cycles_small_groups(tmp_path):
     """UTKFace names start with the age: the first images in name order would all be the youngest."""
     from aimfair.fidelity import oracle_training_frame
 
@@ -262,6 +262,11 @@ def test_the_fidelity_oracle_draws_its_images_in_a_seeded_shuffled_order(tmp_pat
     ages = frame["image_id"].str.split("_").str[0].astype(int)
     assert len(frame) == 80 and ages.median() > 30  # name order would give ages 1-16 only
     assert frame.equals(oracle_training_frame(params, tmp_path, per_group=20))
+
+    # 100 images per group here: asking 150 repeats half of each group, and keeps all 100 of them
+    cycled = oracle_training_frame(params, tmp_path, per_group=150)
+    assert len(cycled) == 600 and cycled["image_id"].nunique() == 400
+    assert cycled["image_id"].value_counts().max() == 2
 
 
 def test_check_says_when_the_splits_leave_too_small_a_generator_pool(tmp_path):

@@ -3,8 +3,8 @@
 It is what the default pipeline uses instead of Stable Diffusion, which cannot be downloaded or run on a
 laptop: a diffusers `UNet2DConditionModel` (channels 32/64/64, cross-attention at the 8x8 level) trained on
 captioned "studio" renders of the built-in world. The text reaches it through cross-attention over the last
-hidden states of all-MiniLM-L6-v2 (one vector per token); DESIGN.md measured that this follows smile and
-gender far better than one pooled sentence vector. A learned "null" context stands for the empty prompt,
+hidden states of all-MiniLM-L6-v2 (one vector per token), which follows smile and gender far
+better than one pooled sentence vector. A learned "null" context stands for the empty prompt,
 so sampling can use classifier-free guidance; the sampler is DDIM.
 
 Checkpoints are a safetensors file (weights in float16: a few MB, small enough to commit) plus a JSON
