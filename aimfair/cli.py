@@ -179,6 +179,10 @@ def _add_generation(name: str, help: str, what: str, verb: str, module: str, fun
             if state is None or state.is_main_process:
                 print(f"{what} complete: {len(result.manifest)} images ({result.generated} {verb} now by this "
                       f"process, {result.reused} already there)")
+                fidelity = getattr(result, "fidelity", None)
+                if fidelity is not None:
+                    read = " / ".join(f"{r['group']} {r['both']:.1f}" for r in fidelity.per_group.to_dict("records"))
+                    print(f"prompt fidelity, % read as their own group: {read} (reports/fidelity.json)")
             return 0
 
         parser = _stage_parser(commands, name, help,

@@ -145,6 +145,23 @@ def plot_histories(histories: Mapping[int, pd.DataFrame]) -> plt.Figure:
     return fig
 
 
+def plot_validation_curves(histories: Mapping[str, pd.DataFrame], reference: float | None = None,
+                           title: str = "") -> plt.Figure:
+    """Validation accuracy per epoch, one line per run (dot: the selected epoch), and a dashed reference line
+    (e.g. the biased model's validation accuracy)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, h in histories.items():
+        line, = ax.plot(h["epoch"], h["val_acc"], label=name)
+        best = h["val_acc"].idxmax()
+        ax.scatter(h.loc[best, "epoch"], h.loc[best, "val_acc"], color=line.get_color(), zorder=3)
+    if reference is not None:
+        ax.axhline(reference, ls="--", color="grey", label="biased model")
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_group_accuracy(per_seed: pd.DataFrame, labels: Mapping[str, str], title: str = "") -> plt.Figure:
     """Bars: each group's accuracy averaged over seeds; dots: the individual seeds; dashed: overall ACC."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))

@@ -4,7 +4,7 @@
   data.run_data(params, root)                 00_data: the biased train split, val, test
   prompts.run_prompts(params, root)           01_prompts: contextual prompts per group, validated
   generator.run_generator(params, root)       02: train the built-in text-to-image model
-  generate.run_generate(params, root)         03_generate: the synthetic pool per group
+  generate.run_generate(params, root)         03_generate: the synthetic pool per group, and its fidelity
   repair.run_repair(params, root)             edited real images for the repairing strategy
   pretrain.run_pretrain(params, root, seed)   04_pretrain: ERM of the biased ResNet-18 for one seed
   mask.run_mask(params, root, seed)           05_mask: selective mask generation for one seed

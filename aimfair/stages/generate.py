@@ -7,6 +7,7 @@ Several GPUs (or CPU processes) share the work when the command runs under accel
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +15,9 @@ import pandas as pd
 from aimfair import paths
 from aimfair.config import Params
 from aimfair.errors import AimfairError
+from aimfair.fidelity import FidelityResult, run_fidelity
 from aimfair.generate.base import Generator
-from aimfair.generate.run import PoolRun, generate_pool, plan_jobs, pool_sizes
+from aimfair.generate.run import PoolRun, generate_pool, load_pool_images, plan_jobs, pool_sizes
 from aimfair.stages.common import setup_torch
 
 # An early prototype found DDIM 25 with guidance 3 follows the prompt; 10 steps are as faithful (oracle, 400 images:
@@ -114,9 +116,25 @@ def build_generator(params: Params, root: Path, device=None, steps: int | None =
                                  guidance=g.guidance or None)
 
 
-def run_generate(params: Params, root: Path, progress: bool = True, state=None) -> PoolRun:
-    """Generate (or complete) work/pool; `state` is an accelerate PartialState for multi-process runs."""
+@dataclass
+class GenerateRun(PoolRun):
+    """The pool run, and the fidelity oracle's reading of the pool (None on processes other than the main one)."""
+
+    fidelity: FidelityResult | None = None
+
+
+def run_generate(params: Params, root: Path, progress: bool = True, state=None) -> GenerateRun:
+    """Generate (or complete) work/pool, then read it with the fidelity oracle (reports/fidelity.json).
+
+    `state` is an accelerate PartialState for multi-process runs: the processes share the pool, and the main
+    one alone trains the oracle and scores the pool.
+    """
     device = state.device if state is not None and state.num_processes > 1 else None
     generator = build_generator(params, root, device)
     jobs = plan_jobs(read_prompts(root), pool_plan(params), params.generate.seed)
-    return generate_pool(generator, jobs, root / paths.POOL, params.generate.batch_size, progress, state)
+    pool = generate_pool(generator, jobs, root / paths.POOL, params.generate.batch_size, progress, state)
+    if pool.manifest is None:
+        return GenerateRun(**vars(pool))
+    del generator  # free its memory before the oracle trains
+    pixels = load_pool_images(root / paths.POOL, pool.manifest)
+    return GenerateRun(**vars(pool), fidelity=run_fidelity(params, root, pool.manifest, pixels, progress))
