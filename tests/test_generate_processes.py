@@ -19,12 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_root(folder: Path) -> Path:
-    """A minimal pipeline folder: params, prompts and a small random built-in generator."""
+    """A minimal pipeline folder: params, a small world and its splits (the fidelity oracle trains on them),
+    prompts and a small random built-in generator."""
     folder.mkdir()
     (folder / "dvc.yaml").write_text("stages: {}\n")
-    params = {"synthetic": {"balanced_per_group": 6, "biased_size": 20},
-              "generate": {"batch_size": 4, "steps": 2, "device": "cpu"}}
+    params = {"data": {"n_train": 80, "tinyfaces": {"n_images": 400, "image_size": 32}},
+              "synthetic": {"balanced_per_group": 6, "biased_size": 20},
+              "generate": {"batch_size": 4, "steps": 2, "device": "cpu"},
+              "fidelity": {"per_group": 20, "epochs": 1},
+              "pretrain": {"input_size": 16, "epochs": 1, "milestones": [1], "batch_size": 32, "threads": 1}}
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("world", "data"):
+        run([sys.executable, "-m", "aimfair", stage], folder)
     torch.manual_seed(0)
     save_tiny(TinyT2I(TinyConfig(resolution=16, channels=(8, 16, 16), head_dim=8, max_tokens=16)),
               folder / "models" / "tinyfaces_t2i")
@@ -63,6 +69,7 @@ def test_two_processes_make_the_same_pool_as_one(tmp_path, launcher):
     single = make_root(tmp_path / "single")
     out = run([sys.executable, "-m", "aimfair", "generate"], single)
     assert "pool complete: 30 images (30 generated" in out
+    assert "prompt fidelity, % read as their own group: 0_0" in out  # the stage reads its pool too
 
     sharded = make_root(tmp_path / "sharded")
     out = run([program, *command[1:], "-m", "aimfair", "generate"], sharded, env)
