@@ -128,15 +128,21 @@ def plot_style_pairs(examples: list[tuple[Image.Image, Image.Image, str]]) -> pl
 # ----------------------------------------------------------------------------- training and evaluation
 
 
+def _plot_val_acc(ax: plt.Axes, history: pd.DataFrame, label: str):
+    """Validation accuracy per epoch, with a dot on the selected (best) epoch; returns the line."""
+    line, = ax.plot(history["epoch"], history["val_acc"], label=label)
+    best = history["val_acc"].idxmax()
+    ax.scatter(history.loc[best, "epoch"], history.loc[best, "val_acc"], color=line.get_color(), zorder=3)
+    return line
+
+
 def plot_histories(histories: Mapping[int, pd.DataFrame]) -> plt.Figure:
     """Training loss and train/validation accuracy per epoch, one line per seed."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     for seed, h in histories.items():
         ax_loss.plot(h["epoch"], h["train_loss"], label=f"seed {seed}")
-        line, = ax_acc.plot(h["epoch"], h["val_acc"], label=f"val, seed {seed}")
+        line = _plot_val_acc(ax_acc, h, f"val, seed {seed}")
         ax_acc.plot(h["epoch"], h["train_acc"], ls="--", color=line.get_color(), alpha=0.6)
-        best = h["val_acc"].idxmax()
-        ax_acc.scatter(h.loc[best, "epoch"], h.loc[best, "val_acc"], color=line.get_color(), zorder=3)
     ax_loss.set(xlabel="epoch", ylabel="BCE loss", title="training loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (dashed: train; dot: selected epoch)")
     ax_loss.legend(fontsize=8)
@@ -151,9 +157,7 @@ def plot_validation_curves(histories: Mapping[str, pd.DataFrame], reference: flo
     (e.g. the biased model's validation accuracy)."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for name, h in histories.items():
-        line, = ax.plot(h["epoch"], h["val_acc"], label=name)
-        best = h["val_acc"].idxmax()
-        ax.scatter(h.loc[best, "epoch"], h.loc[best, "val_acc"], color=line.get_color(), zorder=3)
+        _plot_val_acc(ax, h, name)
     if reference is not None:
         ax.axhline(reference, ls="--", color="grey", label="biased model")
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from aimfair import paths
@@ -118,8 +119,10 @@ def build_generator(params: Params, root: Path, device=None, steps: int | None =
 
 @dataclass
 class GenerateRun(PoolRun):
-    """The pool run, and the fidelity oracle's reading of the pool (None on processes other than the main one)."""
+    """The pool run, its images and the fidelity oracle's reading of them (None on processes other than the
+    main one)."""
 
+    pixels: np.ndarray | None = None  # uint8 (N, H, W, 3), manifest order
     fidelity: FidelityResult | None = None
 
 
@@ -137,4 +140,5 @@ def run_generate(params: Params, root: Path, progress: bool = True, state=None) 
         return GenerateRun(**vars(pool))
     del generator  # free its memory before the oracle trains
     pixels = load_pool_images(root / paths.POOL, pool.manifest)
-    return GenerateRun(**vars(pool), fidelity=run_fidelity(params, root, pool.manifest, pixels, progress))
+    return GenerateRun(**vars(pool), pixels=pixels,
+                       fidelity=run_fidelity(params, root, pool.manifest, pixels, progress))
