@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from collections.abc import Callable, Sequence
 
-from aimfair.data.splits import DATASETS, SPLITS, group_counts, make_split, parse_bias_degree, write_split
-from aimfair.errors import AimfairError
-from aimfair.groups import GROUPS
+from aimfair.config import DATASETS, parse_bias_degree
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
+from aimfair.data.splits import SPLITS, group_counts, make_split, write_split
 
 
 def _run_split(args: argparse.Namespace) -> int:
@@ -69,8 +70,8 @@ def _stage_parser(commands: argparse._SubParsersAction, name: str, help: str,
 
 
 def _load(args: argparse.Namespace):
-    from aimfair import paths
     from aimfair.config import load_params
+    from aimfair.core import paths
 
     params = load_params(args.params)
     return params, paths.repo_root(Path(args.params).resolve().parent)
@@ -90,7 +91,7 @@ def _stage_command(name: str, help: str, summary: Callable) -> Callable[[argpars
 
 
 def _world(params, root) -> str:
-    from aimfair.stages.world import run_world
+    from aimfair.pipeline.world import run_world
 
     folder = run_world(params, root)
     if params.data.dataset != "tinyfaces":
@@ -99,27 +100,36 @@ def _world(params, root) -> str:
 
 
 def _data(params, root) -> str:
-    from aimfair.stages.data import run_data
+    from aimfair.pipeline.data import run_data
 
     return ", ".join(f"{name}: {len(frame)} images" for name, frame in run_data(params, root).items())
 
 
 def _prompts(params, root) -> str:
-    from aimfair.stages.prompts import run_prompts
+    from aimfair.pipeline.prompts import run_prompts
 
     return run_prompts(params, root).diversity.to_string(index=False)
 
 
 def _generator(params, root) -> str:
-    if params.generator.corpus == "dataset":
-        from aimfair.stages.dataset_generator import run_dataset_generator as run
-    else:
-        from aimfair.stages.generator import run_generator as run
-    return f"built-in generator checkpoint in {run(params, root)}"
+    from aimfair.pipeline.generator import run_generator
+
+    if params.generator.corpus == "dataset":  # two commands, so the committed model's stage imports no dataset code
+        raise AimfairError("generator.corpus is dataset: train that model with `aimfair dataset-generator`")
+    return f"built-in generator checkpoint in {run_generator(params, root)}"
+
+
+def _dataset_generator(params, root) -> str:
+    from aimfair.pipeline.dataset_generator import run_dataset_generator
+
+    if params.generator.corpus != "dataset":
+        raise AimfairError(f"generator.corpus is {params.generator.corpus}: `aimfair dataset-generator` trains the model "
+                           "of corpus dataset; train this one with `aimfair generator`")
+    return f"built-in generator checkpoint in {run_dataset_generator(params, root)}"
 
 
 def _mask(params, root) -> str:
-    from aimfair.stages.mask import run_mask
+    from aimfair.pipeline.mask import run_mask
 
     lines = []
     for seed in params.seeds:
@@ -130,14 +140,15 @@ def _mask(params, root) -> str:
 
 
 def _evaluate(params, root) -> str:
-    from aimfair.stages.evaluate import run_evaluate, write_evaluation
+    from aimfair.evaluation.evaluate import write_evaluation
+    from aimfair.pipeline.evaluate import run_evaluate
 
     return write_evaluation(run_evaluate(params, root), params, root)["table_md"].read_text()
 
 
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
-        from aimfair.stages.pretrain import run_pretrain
+        from aimfair.pipeline.pretrain import run_pretrain
 
         params, root = _load(args)
         for seed in args.seed or params.seeds:
@@ -276,18 +287,20 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _stage_command("world", "render the built-in tinyfaces world", _world),
     _stage_command("data", "stage 00: write the biased train split, val and test", _data),
     _stage_command("prompts", "stage 01: contextual prompts per group", _prompts),
-    _stage_command("generator", "stage 02: train the built-in text-to-image model", _generator),
+    _stage_command("generator", "stage 02: train the built-in text-to-image model on studio renders", _generator),
+    _stage_command("dataset-generator", "stage 02 of a real-data setting: train the built-in model on the dataset's "
+                   "own images (generator.corpus: dataset)", _dataset_generator),
     _add_generation("generate", "stage 03: generate the synthetic pool per group", "pool", "generated",
-                    "aimfair.stages.generate", "run_generate"),
+                    "aimfair.pipeline.generate", "run_generate"),
     _add_generation("repair", "edit real images to balance the groups (the repairing strategy's data)",
-                    "repaired set", "edited", "aimfair.stages.repair", "run_repair"),
+                    "repaired set", "edited", "aimfair.pipeline.repair", "run_repair"),
     _add_pretrain,
     _stage_command("mask", "stage 05: selective mask generation on each seed's biased model", _mask),
-    _add_sharded_training("finetune", "stage 06: train every strategy for every seed", "aimfair.stages.finetune",
+    _add_sharded_training("finetune", "stage 06: train every strategy for every seed", "aimfair.pipeline.finetune",
                           "run_finetune", lambda runs: runs.to_string(index=False)),
     _stage_command("evaluate", "stage 07: fairness metrics and tables", _evaluate),
     _add_sharded_training("table4", "the paper's Table 4: partial fine-tuning baselines (experiments/dvc.yaml)",
-                          "aimfair.stages.table4", "run_table4", lambda result: result.files["table_md"].read_text()),
+                          "aimfair.pipeline.table4", "run_table4", lambda result: result.files["table_md"].read_text()),
     _add_notebook,
 )
 

@@ -14,19 +14,135 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from aimfair.data.cache import BAD_IMAGE_POLICIES
-from aimfair.data.loading import resolve_device, resolve_precision
-from aimfair.data.splits import DATASETS, PARTITIONS, parse_bias_degree
-from aimfair.data.tinyfaces import WorldConfig
-from aimfair.errors import AimfairError
-from aimfair.generate.tiny import TinyConfig, TinyTraining
-from aimfair.models import ARCHITECTURES, PRETRAINED
-from aimfair.train import Optimisation, TrainConfig
+from aimfair.core.errors import AimfairError
+
+# ----------------------------------------------------------------------------- the values a key may take
+
+DATASETS: tuple[str, ...] = ("celeba", "tinyfaces", "utkface")
+PARTITIONS: tuple[str, ...] = ("official", "seeded")
+
+
+def parse_bias_degree(text: str | int | float | Fraction) -> Fraction:
+    """Parse "1/9", "0.25", "1", 1 or 0.25 into an exact Fraction; it must be positive and finite."""
+    problem = AimfairError(
+        f"bias degree '{text}' is not a positive fraction such as 1/9 (skewed) or 1 (balanced)"
+    )
+    if isinstance(text, bool):
+        raise problem
+    try:
+        # Floats go through their shortest repr so that 0.1 becomes 1/10, not the binary approximation.
+        value = Fraction(repr(text) if isinstance(text, float) else str(text).strip())
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise problem from None
+    if value <= 0:
+        raise problem
+    return value
+
+BAD_IMAGE_POLICIES = ("skip", "fail")
+ARCHITECTURES = ("resnet18",)
+
+
+PRETRAINED = ("none", "imagenet")
+RULES = ("absolute", "cosine")  # selection.rule
+GRANULARITIES = ("tensor", "element")  # selection.granularity
+BN_MODES = ("train", "eval")  # selection.bn_mode
+# Strategy names (their classes: aimfair.strategies.registry, which a test keeps equal to these)
+TABLE3_STRATEGIES = ("baseline", "synthetic_only", "supplementation", "repairing", "linear_probe", "full_ft", "aimfair")
+TABLE4_FAMILIES = {"random_selection": tuple(f"random_selection-draw_{d}" for d in (1, 2, 3)),
+                   "subtuning_update_one": tuple(f"subtuning_update_one-layer{b}" for b in (1, 2, 3, 4)),
+                   "subtuning_freeze_one": tuple(f"subtuning_freeze_one-layer{b}" for b in (1, 2, 3, 4))}
+TABLE4_STRATEGIES = ("aimfair_cosine", *(v for variants in TABLE4_FAMILIES.values() for v in variants))
+STRATEGY_NAMES = TABLE3_STRATEGIES + TABLE4_STRATEGIES + tuple(TABLE4_FAMILIES)  # what a list of strategies may hold
+
+
+# ----------------------------------------------------------------------------- settings the library takes
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Knobs of the world. The defaults are calibrated so that ERM on a 1/9-skewed split is unfair."""
+
+    seed: int = 0
+    n_images: int = 12000
+    image_size: int = 64
+    partition: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train / val / test, in id order
+    p_male: float = 0.45
+    p_smile_male: float = 0.42  # CelebA: men smile a little less often than women
+    p_smile_female: float = 0.55
+    p_young: float = 0.75
+    smile_amplitude: tuple[float, float] = (17.0, 28.0)  # mouth-corner lift, px on the 128 px canvas
+    neutral_amplitude: float = 2.0  # non-smiling mouths curve by at most this much, either way
+    teeth_probability: float = 0.0  # an open, toothy smile is much easier to see
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.n_images < 8:
+            problems.append(f"n_images must be at least 8, got {self.n_images}")
+        if self.image_size < 8:
+            problems.append(f"image_size must be at least 8 px, got {self.image_size}")
+        if abs(sum(self.partition) - 1) > 1e-6 or min(self.partition) < 0:
+            problems.append(f"partition must be three shares that sum to 1, got {list(self.partition)}")
+        if not 0 <= self.smile_amplitude[0] <= self.smile_amplitude[1]:
+            problems.append(f"smile_amplitude must be [low, high] with 0 <= low <= high, got {list(self.smile_amplitude)}")
+        probabilities = ("p_male", "p_smile_male", "p_smile_female", "p_young", "teeth_probability")
+        problems += [f"{k} must be a probability in [0, 1]" for k in probabilities if not 0 <= getattr(self, k) <= 1]
+        if problems:
+            raise AimfairError(f"data.tinyfaces: {problems[0]}: fix it in params.yaml")
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Architecture of the built-in model; saved with its weights."""
+
+    resolution: int = 32
+    channels: tuple[int, int, int] = (32, 64, 64)
+    max_tokens: int = 40  # the longest contextual prompts take about 35 MiniLM tokens
+    head_dim: int = 32
+    train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+
+
+@dataclass(frozen=True)
+class TinyTraining:
+    """How the built-in model is trained (params.yaml, section `generator`)."""
+
+    corpus_size: int = 20000
+    corpus_seed: int = 1  # the world's faces use the world seed; the corpus draws other faces
+    steps: int = 1200
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 50
+    ema_decay: float = 0.995
+    cond_dropout: float = 0.1  # share of captions replaced by the null context, for guidance
+    seed: int = 0
+
+@dataclass(frozen=True)
+class Optimisation:
+    """How a model is trained; the defaults are the paper's pre-training settings."""
+
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: list[int] = field(default_factory=lambda: [10])
+    gamma: float = 0.1
+    input_size: int = 224
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's scale range
+    precision: str = "float32"  # float32 | bfloat16 (autocast, for training and validation) | auto (bfloat16
+
+
+@dataclass(frozen=True)
+class TrainConfig(Optimisation):
+    """One training run: the optimisation settings and the seed."""
+
+    seed: int = 100
+
+# ----------------------------------------------------------------------------- params.yaml, section by section
 
 
 @dataclass(frozen=True)
@@ -67,7 +183,7 @@ class PromptParams:
     n_per_group: int = 50
     seed: int = 0
     # both LLM backends (transformers, openai)
-    template: str = ""  # instruction template file; empty: the packaged aimfair/prompts/templates/<dataset>.txt
+    template: str = ""  # instruction template file; empty: the packaged aimfair/csdg/prompts/templates/<dataset>.txt
     rounds: int = 5  # questions per group at most, until it has n_per_group valid prompts
     max_new_tokens: int = 2048
     temperature: float = 0.9  # 0: greedy, the same answer every round
@@ -118,7 +234,7 @@ class GeneratorParams(TinyTraining):
     corpus "studio": on captioned studio renders of the built-in world (the default pipeline; the checkpoint is
     committed). corpus "dataset": on the dataset's own real images outside the classifier's splits (the
     generator pool), captioned from their labels; the checkpoint stays under work/. The training keys and
-    their defaults come from aimfair.generate.tiny.TinyTraining.
+    their defaults come from aimfair.config.TinyTraining.
     """
 
     corpus: str = "studio"
@@ -219,7 +335,7 @@ class PretrainParams(Optimisation):
     """Stage 04_pretrain: ERM of the biased classifier on the real training split (one run per seed).
 
     The optimisation keys (epochs, lr, input_size, crop_scale, ...) and their defaults, the paper's
-    settings, come from aimfair.train.Optimisation; params.yaml sets smaller ones for the built-in world.
+    settings, come from aimfair.config.Optimisation; params.yaml sets smaller ones for the built-in world.
     """
 
     arch: str = "resnet18"
@@ -245,13 +361,15 @@ class PretrainParams(Optimisation):
         """The settings of one pre-training run, with precision "auto" resolved for this machine's device (so
         a run's record says what it computed in)."""
         settings = {f.name: copy.copy(getattr(self, f.name)) for f in dataclasses.fields(Optimisation)}
+        from aimfair.core.device import resolve_device, resolve_precision  # torch, only once a run is set up
+
         settings["precision"] = resolve_precision(self.precision, resolve_device(self.device))
         return TrainConfig(**settings, seed=seed)  # copies: the run owns its milestones list
 
 
 @dataclass(frozen=True)
 class SelectionParams:
-    """Stage 05_mask: selective mask generation (aimfair.selection) on each seed's biased model."""
+    """Stage 05_mask: selective mask generation (aimfair.selective) on each seed's biased model."""
 
     top_k: int = 55  # tensors in each of the two top-k sets (paper: 55 of ResNet-18's 62)
     rule: str = "absolute"  # absolute: mean |g_a - g_b| (the paper) | cosine: 1 - cos(g_a, g_b) (Table 4)
@@ -262,8 +380,6 @@ class SelectionParams:
     seed: int = 0  # the order of the images (with BatchNorm in train mode, batches mix the groups)
 
     def __post_init__(self) -> None:
-        from aimfair.selection import BN_MODES, GRANULARITIES, RULES
-
         _check("selection.top_k", self.top_k >= 1, "must be at least 1")
         _choice("selection.rule", self.rule, RULES)
         _choice("selection.granularity", self.granularity, GRANULARITIES)
@@ -297,12 +413,10 @@ class FinetuneParams:
     #                                   number of SGD steps (its epochs and milestones scaled to the set's size)
 
     def __post_init__(self) -> None:
-        from aimfair.strategies import TABLE3
-
         _check("finetune.strategies", len(self.strategies) > 0 and len(set(self.strategies)) == len(self.strategies),
                "must be a non-empty list of distinct names")
         for name in self.strategies:
-            _choice("finetune.strategies", name, TABLE3)
+            _choice("finetune.strategies", name, TABLE3_STRATEGIES)
         for key in ("epochs", "batch_size"):
             _check(f"finetune.{key}", getattr(self, key) > 0, "must be positive")
         _check("finetune.lr", self.lr > 0, "must be positive")
@@ -357,7 +471,7 @@ class Table4Params:
     """experiments/dvc.yaml, stage table4: the partial fine-tuning baselines of the paper's Table 4 (opt-in).
 
     Names of stage finetune's strategies are reused from it (they must be in finetune.strategies); the others
-    (aimfair.partial_finetuning) are trained with section finetune's settings, a family as all its variants.
+    (aimfair.strategies.table4) are trained with section finetune's settings, a family as all its variants.
     """
 
     strategies: list[str] = field(default_factory=lambda: [
@@ -365,12 +479,10 @@ class Table4Params:
         "aimfair_cosine"])
 
     def __post_init__(self) -> None:
-        from aimfair.strategies import known_names
-
         _check("table4.strategies", len(self.strategies) > 0 and len(set(self.strategies)) == len(self.strategies),
                "must be a non-empty list of distinct names")
         for name in self.strategies:
-            _choice("table4.strategies", name, known_names())
+            _choice("table4.strategies", name, STRATEGY_NAMES)
 
 
 ABLATION_FREEZE_POINTS = ("conv1", "layer1", "layer2", "layer3", "layer4")  # ResNet-18, input side first

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aimfair.errors import AimfairError
+from aimfair.core.errors import AimfairError
 
 # tqdm.auto warns this in a kernel without ipywidgets, then uses its plain text bar anyway: that bar is what we want
 _NO_WIDGETS_WARNING = "ignore:IProgress not found"
@@ -63,9 +63,8 @@ def _quiet_kernel_environment() -> Iterator[None]:
 def _kernel_config() -> Any:
     """Encrypt the kernel's connection when pyzmq can: ipykernel warns on every start over plain TCP."""
     import zmq
-    from traitlets.config import Config
-
     from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
 
     if not zmq.has("curve") or "transport_encryption" not in KernelManager.class_trait_names():
         return Config()  # an older jupyter_client: the warning stays, nothing breaks

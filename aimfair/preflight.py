@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from aimfair.classifier.models import imagenet_weights_path
 from aimfair.config import Params
+from aimfair.core.errors import AimfairError
+from aimfair.csdg.prompts.captions import check_caption_vocabulary
 from aimfair.data.celeba import ATTR_FILES, IMAGE_DIR, PARTITION_FILES, celeba_image_dir
 from aimfair.data.generator_pool import check_pool, generator_pool
 from aimfair.data.splits import make_split
 from aimfair.data.utkface import utkface_image_dir
-from aimfair.errors import AimfairError
-from aimfair.models import imagenet_weights_path
-from aimfair.prompts.captions import check_caption_vocabulary
 
 
 def _listed_images(attr_file: Path) -> list[str]:
@@ -83,7 +83,7 @@ def _split_problems(params: Params, data_root: Path) -> list[str]:
 
 
 def _diffusion_problems(params: Params, root: Path) -> list[str]:
-    from aimfair.generate.sd import read_pipeline_index, resolve_model_folder
+    from aimfair.csdg.generators.sd import read_pipeline_index, resolve_model_folder
 
     given = params.generate.model
     local = (root / Path(given).expanduser()).resolve()  # the stages run from the setting's folder
@@ -115,7 +115,7 @@ def missing_inputs(params: Params, root: Path) -> list[str]:
     if params.generate.model != "builtin":
         problems += _diffusion_problems(params, root)
     else:
-        from aimfair.stages.generate import builtin_generator_problem
+        from aimfair.csdg.generation import builtin_generator_problem
 
         problems += [problem for problem in [builtin_generator_problem(params, root)] if problem]
     if params.pretrain.pretrained == "imagenet" and not imagenet_weights_path().exists():

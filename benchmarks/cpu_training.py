@@ -5,8 +5,8 @@ Times `fit` (images per second of the epochs after the first, validation include
 benchmarks/training_throughput.py) in five configurations, the first four each adding one change to the one before:
 
     before           every convolution through oneDNN, contiguous (NCHW) tensors, float32
-    + one-pixel      aimfair.models.SmallMapConv2d: layer4's convolutions on 1x1 outputs as F.linear
-    + channels-last  aimfair.train.prepare_model on a CPU
+    + one-pixel      aimfair.classifier.models.SmallMapConv2d: layer4's convolutions on 1x1 outputs as F.linear
+    + channels-last  aimfair.classifier.train.prepare_model on a CPU
     + bfloat16       pretrain.precision auto on this AMX CPU: bfloat16 autocast (training and validation)
     bfloat16 without one-pixel   channels-last and bfloat16 with every convolution through oneDNN: its AMX
                      kernels for the weight gradients of 1x1 maps are what made bfloat16 slower before
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-import aimfair.models as models
-import aimfair.train as train
+import aimfair.classifier.models as models
+import aimfair.classifier.train as train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from training_throughput import fit_benchmark_args, measure  # noqa: E402  (a sibling script, not a package)

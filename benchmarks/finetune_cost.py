@@ -2,10 +2,10 @@
 
 * mask generation (three gradient passes: D_R, D_S1, D_S2, always in float32) as the mask stage runs it
   (stages.mask.set_gradients: the convolutions of layer3's 2x2 and layer4's 1x1 maps as matrix products,
-  aimfair.small_maps) and as it ran before (models.SmallMapConv2d, as training runs), against one training
+  aimfair.classifier.small_maps) and as it ran before (models.SmallMapConv2d, as training runs), against one training
   epoch over the three sets together (the issue's budget: no more than that), in the pipeline's training
   precision and in float32;
-* what aimfair.small_maps would gain training: the same training epoch with it;
+* what aimfair.classifier.small_maps would gain training: the same training epoch with it;
 * seconds per fine-tuning epoch on D_S2 when all tensors train (full_ft), only the mask (aimfair), only the
   final layer (linear_probe): frozen tensors get no gradient, so the backward pass stops early.
 
@@ -30,16 +30,16 @@ from pathlib import Path
 
 import torch
 
-from aimfair import paths
+from aimfair.classifier.models import build_classifier, load_checkpoint
+from aimfair.classifier.small_maps import whole_map_matmuls
+from aimfair.classifier.train import fit
 from aimfair.config import load_params
+from aimfair.core import paths
+from aimfair.core.device import setup_torch
 from aimfair.data.loading import concat_image_sets
-from aimfair.models import build_classifier, load_checkpoint
-from aimfair.selection import freeze_except, load_mask, mean_gradients
-from aimfair.small_maps import whole_map_matmuls
-from aimfair.stages.common import setup_torch
-from aimfair.stages.mask import set_gradients
-from aimfair.strategies import Setting
-from aimfair.train import fit
+from aimfair.selective.gradients import mean_gradients, set_gradients
+from aimfair.selective.masks import freeze_except, load_mask
+from aimfair.strategies.base import Setting
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
     def gradients():  # as the mask stage computes them
         set_gradients(params, biased(), dict(enumerate(sets)), device, progress=False)
 
-    def gradients_convolutions_only():  # as the mask stage computed them before aimfair.small_maps
+    def gradients_convolutions_only():  # as the mask stage computed them before aimfair.classifier.small_maps
         model = biased()
         for images in sets:
             mean_gradients(model, images, device, sel.batch_size, sel.bn_mode, sel.seed)
@@ -89,7 +89,7 @@ def main() -> None:
     balanced = setting.synthetic["balanced"]
     mask_now, mask_before = "mask generation (3 gradient passes)", "mask generation before (as training computes)"
     epoch = f"one training epoch over D_R + D_S1 + D_S2 ({one_epoch.precision})"
-    epoch_matmuls = "the same epoch with aimfair.small_maps"
+    epoch_matmuls = "the same epoch with aimfair.classifier.small_maps"
     epoch_float32 = "one training epoch over the three sets (float32)"
     full, aimfair, probe = ("fine-tuning epoch, full_ft (all tensors)",
                             f"fine-tuning epoch, aimfair ({len(mask.tensors)} tensors)",
@@ -113,9 +113,9 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     ratios = {"mask / training epoch over the three sets": median[mask_now] / median[epoch],
               "mask before / training epoch over the three sets": median[mask_before] / median[epoch],
-              "mask before / mask (speed-up of aimfair.small_maps)": median[mask_before] / median[mask_now],
+              "mask before / mask (speed-up of aimfair.classifier.small_maps)": median[mask_before] / median[mask_now],
               "mask / float32 training epoch over the three sets": median[mask_now] / median[epoch_float32],
-              "training epoch / the same with aimfair.small_maps": median[epoch] / median[epoch_matmuls],
+              "training epoch / the same with aimfair.classifier.small_maps": median[epoch] / median[epoch_matmuls],
               "aimfair / full_ft epoch": median[aimfair] / median[full],
               "linear_probe / full_ft epoch": median[probe] / median[full]}
     for name, seconds in median.items():

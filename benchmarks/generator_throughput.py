@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aimfair import paths
 from aimfair.config import load_params
-from aimfair.generate.run import plan_jobs
-from aimfair.generate.tiny_sampling import load_tiny_generator
-from aimfair.stages.generate import pool_plan, read_prompts
+from aimfair.core import paths
+from aimfair.csdg.generation import pool_plan, read_prompts
+from aimfair.csdg.generators.tiny_sampling import load_tiny_generator
+from aimfair.csdg.pool import plan_jobs
 
 SETTINGS = {
     "default (DDIM 25, guidance 3, batched, auto precision)": dict(steps=25, guidance=3.0, precision="auto"),

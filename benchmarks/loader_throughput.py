@@ -51,11 +51,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from aimfair.config import WorldConfig
+from aimfair.core.device import resolve_device
 from aimfair.data.cache import decoded_images
 from aimfair.data.celeba import celeba_image_dir
-from aimfair.data.loading import NORMALIZE_MEAN, NORMALIZE_STD, BatchAugment, BatchLoader, ImageSet, resolve_device
-from aimfair.data.tinyfaces import WorldConfig, write_world
-
+from aimfair.data.loading import NORMALIZE_MEAN, NORMALIZE_STD, BatchAugment, BatchLoader, ImageSet
+from aimfair.data.tinyfaces import write_world
 
 # ----------------------------------------------------------------------------- the authors' style
 

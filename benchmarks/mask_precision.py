@@ -1,6 +1,6 @@
 """How much the mask's numerics matter: every seed's scores and masks computed three ways.
 
-* float32 as the mask stage computes it (convolutions on tiny maps as matrix products, aimfair.small_maps);
+* float32 as the mask stage computes it (convolutions on tiny maps as matrix products, aimfair.classifier.small_maps);
 * float32 with the convolutions as training computes them (models.SmallMapConv2d, the stage before
   small_maps): the same sums in another order, so the scores should agree to float32 rounding;
 * bfloat16 autocast, as training runs on CPUs that compute it natively: would it do for the mask?
@@ -24,14 +24,14 @@ from unittest import mock
 
 import torch
 
-from aimfair import paths
+from aimfair.classifier.train import logits_of
 from aimfair.config import load_params
-from aimfair.errors import AimfairError
-from aimfair.selection import mean_gradients, select_tensors, sensitivity_scores
-from aimfair.stages.common import setup_torch
-from aimfair.stages.mask import biased_model, full_float32, set_gradients
-from aimfair.strategies import Setting
-from aimfair.train import logits_of
+from aimfair.core import paths
+from aimfair.core.device import setup_torch
+from aimfair.core.errors import AimfairError
+from aimfair.selective.gradients import biased_model, full_float32, mean_gradients, set_gradients
+from aimfair.selective.scores import select_tensors, sensitivity_scores
+from aimfair.strategies.base import Setting
 
 
 def bfloat16_gradients(params, model, sets, device) -> dict:
@@ -46,7 +46,7 @@ def bfloat16_gradients(params, model, sets, device) -> dict:
 
 
 def convolution_gradients(params, model, sets, device) -> dict:
-    """set_gradients as it was before aimfair.small_maps: the model's own convolutions, full float32."""
+    """set_gradients as it was before aimfair.classifier.small_maps: the model's own convolutions, full float32."""
     sel = params.selection
     with full_float32():
         return {name: mean_gradients(model, images, device, sel.batch_size, sel.bn_mode, sel.seed)

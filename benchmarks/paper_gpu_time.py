@@ -27,8 +27,8 @@ import json
 from pathlib import Path
 
 from aimfair.config import load_params
+from aimfair.csdg.generation import pool_plan
 from aimfair.data.splits import group_quotas
-from aimfair.stages.generate import pool_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 ORACLES = 2  # the fidelity stage trains one oracle for the target and one for the protected attribute

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from aimfair import paths
 from aimfair.config import load_params
+from aimfair.core import paths
 
 INPUTS = ("pretrain", "masks", "pool", "fidelity", "splits", "repaired", "cache", "prompts")
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from aimfair import paths
 from aimfair.config import load_params
+from aimfair.core import paths
 
 
 def stage_names(params_file: Path) -> list[str]:

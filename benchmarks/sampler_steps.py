@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aimfair import paths
 from aimfair.config import load_params
-from aimfair.fidelity import FIDELITY, score_images, summarise
-from aimfair.generate.run import image_seed
-from aimfair.stages.generate import build_generator, read_prompts
+from aimfair.core import paths
+from aimfair.csdg.fidelity import FIDELITY, score_images, summarise
+from aimfair.csdg.generation import build_generator, read_prompts
+from aimfair.csdg.pool import image_seed
 
 SEED = 7  # not generate.seed: these images are not in the pool
 

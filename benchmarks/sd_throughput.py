@@ -1,4 +1,4 @@
-"""Stable Diffusion sampling throughput: the `paper` preset against the `fast` preset of aimfair.generate.sd.
+"""Stable Diffusion sampling throughput: the `paper` preset against the `fast` preset of aimfair.csdg.generators.sd.
 
 What it measures: images per second handed back by StableDiffusionGenerator.generate (prompt encoding,
 classifier-free guidance, all sampling steps, the VAE decode, the conversion to uint8 and the resize to
@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aimfair.data.loading import resolve_device
-from aimfair.generate.sd import PRESETS, load_stable_diffusion
+from aimfair.core.device import resolve_device
+from aimfair.csdg.generators.sd import PRESETS, load_stable_diffusion
 
 PROMPTS = ["Portrait face photo of a smiling woman with wavy hair, head slightly tilted left.",
            "Portrait face photo of a man not smiling, with a 5 o'clock shadow and glasses.",

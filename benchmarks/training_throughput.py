@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aimfair.data.loading import ImageSet, resolve_device
-from aimfair.models import build_classifier
-from aimfair.selection import freeze_except
-from aimfair.train import TrainConfig, fit
+from aimfair.classifier.models import build_classifier
+from aimfair.classifier.train import fit
+from aimfair.config import TrainConfig
+from aimfair.core.device import resolve_device
+from aimfair.data.loading import ImageSet
+from aimfair.selective.masks import freeze_except
 
 FROZEN_BY_AIMFAIR = ("conv1.weight", "layer4.0.conv1.weight", "layer4.0.conv2.weight", "layer4.1.conv1.weight",
                      "layer4.1.conv2.weight", "fc.weight", "fc.bias")
@@ -46,7 +48,7 @@ def measure(size: int, trainable: str, n: int, epochs: int, device: torch.device
     stamps = []
 
     with tempfile.TemporaryDirectory() as out:
-        import aimfair.train as train_module
+        import aimfair.classifier.train as train_module
 
         real_accuracy = train_module.accuracy
 

@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 
 from aimfair.config import load_params
-from aimfair.stages.data import run_data
-from aimfair.stages.evaluate import run_evaluate
-from aimfair.stages.pretrain import run_pretrain
-from aimfair.stages.world import run_world
+from aimfair.pipeline.data import run_data
+from aimfair.pipeline.evaluate import run_evaluate
+from aimfair.pipeline.pretrain import run_pretrain
+from aimfair.pipeline.world import run_world
 
 
 def measure(params_file: Path, amplitude: tuple[float, float], n_train: int, seed: int, scratch: Path) -> dict:

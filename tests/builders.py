@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from aimfair.data.tinyfaces import WorldConfig, write_world
+from aimfair.config import WorldConfig
+from aimfair.data.tinyfaces import write_world
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = 16  # the tiny SD's image side: latent 8 px x VAE scale 2

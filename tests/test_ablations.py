@@ -10,10 +10,10 @@ import pytest
 from aimfair.ablations import ABLATIONS, get_ablation
 from aimfair.ablations.base import AblationSetting, first_share
 from aimfair.ablations.frozen_upto import FreezeUpTo
+from aimfair.classifier.models import build_classifier
 from aimfair.config import Params, parse_params
+from aimfair.core.errors import AimfairError
 from aimfair.data.loading import ImageSet
-from aimfair.errors import AimfairError
-from aimfair.models import build_classifier
 
 
 def with_ablations(**values) -> Params:

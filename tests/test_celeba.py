@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from aimfair.core.errors import AimfairError
 from aimfair.data.celeba import celeba_image_dir, read_celeba
-from aimfair.errors import AimfairError
 
 NAMES = ["Male", "Smiling", "Young"]
 # image_id -> (partition, attribute values); deliberately not in id order, to check the sorting.

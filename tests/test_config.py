@@ -7,10 +7,8 @@ import pytest
 import yaml
 
 from aimfair.cli import main
-from aimfair.config import DataParams, PretrainParams, load_params, parse_params, to_dict
-from aimfair.data.tinyfaces import WorldConfig
-from aimfair.errors import AimfairError
-from aimfair.train import TrainConfig
+from aimfair.config import DataParams, PretrainParams, TrainConfig, WorldConfig, load_params, parse_params, to_dict
+from aimfair.core.errors import AimfairError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,7 +209,7 @@ def test_numbers_that_yaml_reads_as_text_are_accepted():
 def test_an_absent_cuda_device_is_a_clear_error(monkeypatch):
     import torch
 
-    from aimfair.data.loading import resolve_device
+    from aimfair.core.device import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from aimfair.classifier.models import build_classifier
+from aimfair.classifier.train import fit, predict_proba
+from aimfair.config import TrainConfig
 from aimfair.data.loading import BatchAugment, ImageSet
-from aimfair.models import build_classifier
-from aimfair.selection import mean_gradients
-from aimfair.stages.mask import full_float32
-from aimfair.train import TrainConfig, fit, predict_proba
+from aimfair.selective.gradients import full_float32, mean_gradients
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 CPU, GPU = torch.device("cpu"), torch.device("cuda")

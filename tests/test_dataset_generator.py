@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aimfair import paths
-from aimfair.config import parse_params
+from aimfair.config import WorldConfig, parse_params
+from aimfair.core import paths
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
 from aimfair.data.generator_pool import POOL_FILE
-from aimfair.data.tinyfaces import WorldConfig, write_world
-from aimfair.errors import AimfairError
-from aimfair.groups import GROUPS
+from aimfair.data.tinyfaces import write_world
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,8 @@ TOY = {
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, object]:
-    from aimfair.stages.data import run_data
-    from aimfair.stages.dataset_generator import run_dataset_generator
+    from aimfair.pipeline.data import run_data
+    from aimfair.pipeline.dataset_generator import run_dataset_generator
 
     root = tmp_path_factory.mktemp("dataset_generator")
     write_world(root / "world", WorldConfig(n_images=600, image_size=32), workers=1, progress=False)
@@ -60,7 +60,7 @@ def test_the_model_learns_a_balanced_captioned_corpus_and_records_what_it_was_tr
 
 
 def test_the_generate_stage_draws_with_it(trained):
-    from aimfair.stages.generate import build_generator
+    from aimfair.csdg.generation import build_generator
 
     root, params = trained
     images = build_generator(params, root, device="cpu").generate(["A photo of the face of a smiling man."] * 2, [1, 2])
@@ -68,7 +68,7 @@ def test_the_generate_stage_draws_with_it(trained):
 
 
 def test_a_pool_too_small_to_learn_from_is_refused_by_the_data_stage(tmp_path):
-    from aimfair.stages.data import run_data
+    from aimfair.pipeline.data import run_data
 
     write_world(tmp_path / "world", WorldConfig(n_images=200, image_size=32), workers=1, progress=False)
     params = parse_params(TOY)  # 140 train-partition images less a 60-image split: under 50 per group
@@ -77,9 +77,9 @@ def test_a_pool_too_small_to_learn_from_is_refused_by_the_data_stage(tmp_path):
 
 
 def test_the_generator_also_learns_at_64_px(tmp_path):
-    from aimfair.stages.data import run_data
-    from aimfair.stages.dataset_generator import run_dataset_generator
-    from aimfair.stages.generate import build_generator
+    from aimfair.csdg.generation import build_generator
+    from aimfair.pipeline.data import run_data
+    from aimfair.pipeline.dataset_generator import run_dataset_generator
 
     write_world(tmp_path / "world", WorldConfig(n_images=600, image_size=64), workers=1, progress=False)
     params = parse_params({**TOY, "generator": {**TOY["generator"], "resolution": 64, "steps": 2}})

@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
-from aimfair.generate.tiny import TinyConfig, TinyT2I, save_tiny
-from aimfair.groups import GROUPS
+from aimfair.config import TinyConfig
+from aimfair.core.groups import GROUPS
+from aimfair.csdg.generators.tiny import TinyT2I, save_tiny
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

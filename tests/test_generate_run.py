@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aimfair.errors import AimfairError
-from aimfair.generate.base import GeneratorInfo
-from aimfair.generate.run import (MANIFEST, generate_pool, image_seed, plan_jobs, pool_sizes, read_manifest,
-                                  read_record)
-from aimfair.groups import GROUPS
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
+from aimfair.csdg.generators.base import GeneratorInfo
+from aimfair.csdg.pool import MANIFEST, generate_pool, image_seed, plan_jobs, pool_sizes, read_manifest, read_record
 
 PROMPTS = {g: [f"prompt {i} of group {g}" for i in range(3)] for g in GROUPS}
 

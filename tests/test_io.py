@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from aimfair import io
-from aimfair.errors import AimfairError
+from aimfair.core import io
+from aimfair.core.errors import AimfairError
 
 
 def test_atomic_writes_get_the_usual_file_permissions(tmp_path):

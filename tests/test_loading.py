@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop, v2
 
+from aimfair.core.errors import AimfairError
 from aimfair.data import cache, loading
 from aimfair.data.cache import decode_image, decoded_images
 from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet, eval_transform, load_split, sample_crop_boxes
-from aimfair.errors import AimfairError
 
 CPU = torch.device("cpu")
 

@@ -1,4 +1,4 @@
-"""Tests for aimfair.metrics: paper definitions, agreement with fairlearn, aggregation, validation."""
+"""Tests for aimfair.evaluation.metrics: paper definitions, agreement with fairlearn, aggregation, validation."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import accuracy_score
 
-from aimfair.errors import AimfairError
-from aimfair.groups import GROUPS
-from aimfair.metrics import (
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
+from aimfair.evaluation.metrics import (
     PAPER_COLUMNS,
     aggregate_seeds,
     fairness_metrics,

@@ -7,9 +7,15 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from aimfair.errors import AimfairError
-from aimfair.models import (SmallMapConv2d, build_classifier, imagenet_weights_path, load_checkpoint, read_sidecar,
-                            save_checkpoint)
+from aimfair.classifier.models import (
+    SmallMapConv2d,
+    build_classifier,
+    imagenet_weights_path,
+    load_checkpoint,
+    read_sidecar,
+    save_checkpoint,
+)
+from aimfair.core.errors import AimfairError
 
 
 def test_resnet18_with_one_logit():

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from aimfair.errors import AimfairError
+from aimfair.core.errors import AimfairError
 from aimfair.notebooks import _PlainLines, run_notebook
 
 CELL = """\
@@ -56,7 +56,7 @@ def test_without_log_output_the_console_stays_silent(tmp_path: Path, capfd: pyte
 
 
 def test_a_user_mistake_in_a_cell_is_one_line(tmp_path: Path) -> None:
-    source = "from aimfair.errors import AimfairError\nraise AimfairError('data.root is wrong: fix it')"
+    source = "from aimfair.core.errors import AimfairError\nraise AimfairError('data.root is wrong: fix it')"
     with pytest.raises(AimfairError, match=r"^data.root is wrong: fix it \(raised in in.ipynb; see "):
         run_notebook(write_notebook(tmp_path / "in.ipynb", source), tmp_path / "out.ipynb")
 

@@ -1,11 +1,11 @@
-"""Our numbers beside the paper's (aimfair.paper_figures) from the metrics files the stages write."""
+"""Our numbers beside the paper's (aimfair.paper.figures) from the metrics files the stages write."""
 
 import json
 
 import pandas as pd
 
-from aimfair import paper_figures as pf
-from aimfair.paper import SMILING_MALE
+from aimfair.paper import figures as pf
+from aimfair.paper.numbers import SMILING_MALE
 
 
 def metrics(**rows) -> dict:

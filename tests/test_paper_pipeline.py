@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from aimfair.models import imagenet_weights_path
+from aimfair.classifier.models import imagenet_weights_path
 from tests.builders import run_ok, save_tiny_sd, toy_settings_repo
 
 pytestmark = pytest.mark.slow

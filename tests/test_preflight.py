@@ -1,17 +1,16 @@
 """aimfair check: every missing input of a setting listed at once, before a long run."""
 
 import shutil
-import sys
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
 
-from aimfair.config import Params, DataParams, GenerateParams, PretrainParams
 from aimfair.cli import main
+from aimfair.config import DataParams, GenerateParams, Params, PretrainParams
 from aimfair.preflight import input_warnings, missing_inputs
-
 
 IMAGES = [f"{i:06d}.jpg" for i in range(1, 41)]
 

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 
 from aimfair.config import parse_params
-from aimfair.errors import AimfairError
-from aimfair.groups import GROUPS
-from aimfair.prompts import llm
-from aimfair.prompts.diversity import diversity, mean_cosine_distance
-from aimfair.prompts.grammar import grammar_prompts
-from aimfair.prompts.llm import OpenAIChat, TransformersChat, parse_answer
-from aimfair.prompts.promptfile import read_prompts_file
-from aimfair.prompts.validate import check_prompts
-from aimfair.stages.prompts import run_prompts
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
+from aimfair.csdg.prompts import llm
+from aimfair.csdg.prompts.diversity import diversity, mean_cosine_distance
+from aimfair.csdg.prompts.grammar import grammar_prompts
+from aimfair.csdg.prompts.llm import OpenAIChat, TransformersChat, parse_answer
+from aimfair.csdg.prompts.promptfile import read_prompts_file
+from aimfair.csdg.prompts.validate import check_prompts
+from aimfair.pipeline.prompts import run_prompts
 
 
 def _params(**prompts):

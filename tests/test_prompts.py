@@ -2,11 +2,11 @@
 
 import pytest
 
-from aimfair.errors import AimfairError
-from aimfair.groups import GROUPS
-from aimfair.prompts.grammar import grammar_prompts, single_prompt
-from aimfair.prompts.validate import check_prompts, problem_with, values_named
-from aimfair.prompts.vocabulary import CONTEXT
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
+from aimfair.csdg.prompts.grammar import grammar_prompts, single_prompt
+from aimfair.csdg.prompts.validate import check_prompts, problem_with, values_named
+from aimfair.csdg.prompts.vocabulary import CONTEXT
 
 SETTINGS = [("tinyfaces", "Smiling", "Male"), ("celeba", "Smiling", "Male"), ("celeba", "Smiling", "Young"),
             ("celeba", "Young", "Male"), ("utkface", "Female", "White")]
@@ -91,7 +91,7 @@ def test_the_prompts_stage_writes_valid_prompts_and_their_diversity(tmp_path):
     import json
 
     from aimfair.config import parse_params
-    from aimfair.stages.prompts import run_prompts
+    from aimfair.pipeline.prompts import run_prompts
 
     params = parse_params({"prompts": {"n_per_group": 20}})
     result = run_prompts(params, tmp_path)

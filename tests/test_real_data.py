@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aimfair import paths
 from aimfair.config import parse_params
+from aimfair.core import paths
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
+from aimfair.csdg.prompts.captions import pool_captions
+from aimfair.csdg.prompts.validate import problem_with
 from aimfair.data.celeba import read_celeba
 from aimfair.data.generator_pool import MIN_PER_GROUP, balanced_pool, check_pool, generator_pool
 from aimfair.data.splits import group_counts, make_split
-from aimfair.errors import AimfairError
-from aimfair.groups import GROUPS
-from aimfair.prompts.captions import pool_captions
-from aimfair.prompts.validate import problem_with
 
 NAMES = ["Male", "Smiling", "Young", "Eyeglasses", "Black_Hair", "Wavy_Hair", "No_Beard"]
 
@@ -163,8 +163,8 @@ def fake_checkpoint(folder: Path, dataset: str | None, resolution: int = 32) -> 
 
 
 def test_the_studio_generator_on_a_real_dataset_is_refused_by_check_and_by_generate(tmp_path):
+    from aimfair.csdg.generation import build_generator
     from aimfair.preflight import missing_inputs
-    from aimfair.stages.generate import build_generator
 
     params = setting(tmp_path)
     shutil.copytree(paths.repo_root(Path(__file__).parent) / paths.GENERATOR, tmp_path / paths.GENERATOR)
@@ -179,7 +179,7 @@ def test_the_studio_generator_on_a_real_dataset_is_refused_by_check_and_by_gener
 
 
 def test_a_dataset_checkpoint_of_another_dataset_or_resolution_is_refused(tmp_path):
-    from aimfair.stages.generate import builtin_generator_problem
+    from aimfair.csdg.generation import builtin_generator_problem
 
     params = parse_params({"data": {"dataset": "celeba", "root": "celeba"},
                            "generator": {"corpus": "dataset", "resolution": 32}})
@@ -207,10 +207,10 @@ def fidelity_report(both: dict[str, float]) -> dict:
 
 
 def test_a_pool_below_the_fidelity_threshold_puts_a_banner_on_the_table_and_in_the_metrics(tmp_path, capsys):
-    from aimfair import io
-    from aimfair.fidelity import REPORT
-    from aimfair.metrics import aggregate_seeds, fairness_metrics
-    from aimfair.stages.evaluate import Evaluation, write_evaluation
+    from aimfair.core import io
+    from aimfair.csdg.fidelity import REPORT
+    from aimfair.evaluation.evaluate import Evaluation, write_evaluation
+    from aimfair.evaluation.metrics import aggregate_seeds, fairness_metrics
 
     params = parse_params({"seeds": [1]})
     rng = np.random.default_rng(0)
@@ -238,7 +238,7 @@ def test_a_pool_below_the_fidelity_threshold_puts_a_banner_on_the_table_and_in_t
 
 
 def test_the_world_stage_renders_nothing_for_a_real_dataset(tmp_path):
-    from aimfair.stages.world import SKIPPED, run_world
+    from aimfair.pipeline.world import SKIPPED, run_world
 
     params = parse_params({"data": {"dataset": "celeba", "root": "data/celeba"}})
     folder = run_world(params, tmp_path, progress=False)
@@ -247,7 +247,7 @@ def test_the_world_stage_renders_nothing_for_a_real_dataset(tmp_path):
 
 def test_the_fidelity_oracle_draws_its_images_in_a_seeded_shuffled_order_and_cycles_small_groups(tmp_path):
     """UTKFace names start with the age: the first images in name order would all be the youngest."""
-    from aimfair.fidelity import oracle_training_frame
+    from aimfair.csdg.fidelity import oracle_training_frame
 
     folder = tmp_path / "utk" / "UTKFace"
     folder.mkdir(parents=True)

@@ -6,11 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from aimfair.errors import AimfairError
-from aimfair.generate.run import generate_pool, read_manifest
-from aimfair.generate.tiny import TinyConfig, TinyT2I, save_tiny
-from aimfair.generate.tiny_sampling import load_tiny_generator
-from aimfair.repair import SourceEditor, plan_repairs
+from aimfair.config import TinyConfig
+from aimfair.core.errors import AimfairError
+from aimfair.csdg.generators.tiny import TinyT2I, save_tiny
+from aimfair.csdg.generators.tiny_sampling import load_tiny_generator
+from aimfair.csdg.pool import generate_pool, read_manifest
+from aimfair.csdg.repair import SourceEditor, plan_repairs
 
 SMALL = TinyConfig(resolution=16, channels=(8, 16, 16), head_dim=8, max_tokens=16)
 PROMPTS = {g: [f"a face of group {g}", f"another face of group {g}"] for g in ("0_0", "0_1", "1_0", "1_1")}

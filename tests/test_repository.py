@@ -99,8 +99,8 @@ def test_readme_shows_the_committed_results_of_table_4():
 
 
 def test_the_papers_numbers_in_docs_are_those_printed_beside_ours():
-    """docs/paper.md restates the paper's Table 3 and other settings: the same numbers as aimfair/paper.py."""
-    from aimfair.paper import OTHER_SETTINGS, SMILING_MALE
+    """docs/paper.md restates the paper's Table 3 and other settings: the same numbers as aimfair/paper/numbers.py."""
+    from aimfair.paper.numbers import OTHER_SETTINGS, SMILING_MALE
 
     doc = (ROOT / "docs" / "paper.md").read_text()
     for name, row in SMILING_MALE.items():

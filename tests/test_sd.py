@@ -1,4 +1,4 @@
-"""Stable Diffusion through diffusers (aimfair.generate.sd) on a tiny randomly initialised pipeline.
+"""Stable Diffusion through diffusers (aimfair.csdg.generators.sd) on a tiny randomly initialised pipeline.
 
 The pipeline is built from configs (UNet2DConditionModel, AutoencoderKL, CLIPTextModel, a CLIP tokenizer from
 a vocabulary written here), saved with save_pretrained and loaded back through load_stable_diffusion, so the
@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from aimfair.errors import AimfairError
-from aimfair.generate.sd import PRESETS, load_stable_diffusion
+from aimfair.core.errors import AimfairError
+from aimfair.csdg.generators.sd import PRESETS, load_stable_diffusion
 from tests.builders import NATIVE, save_tiny_sd, tiny_tokenizer
 
 OUT = 12  # the output side the tests ask for: a real LANCZOS resize, still tiny
@@ -104,7 +104,7 @@ def test_a_model_id_is_found_in_the_hugging_face_cache_at_its_revision(sd_folder
 def test_the_revision_of_a_local_folder_is_a_fingerprint_of_its_weights(sd_folder, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from aimfair.generate.sd import PIPELINES, weights_fingerprint
+    from aimfair.csdg.generators.sd import PIPELINES, weights_fingerprint
 
     components = PIPELINES["StableDiffusionPipeline"]
     copy = tmp_path / "copy"
@@ -193,7 +193,7 @@ def test_an_sdxl_folder_runs_through_the_sdxl_pipeline(tmp_path):
 
 
 def test_the_pool_runner_drives_stable_diffusion_like_the_builtin_model(sd_folder, tmp_path):
-    from aimfair.generate.run import generate_pool, plan_jobs, read_manifest
+    from aimfair.csdg.pool import generate_pool, plan_jobs, read_manifest
 
     generator = load_stable_diffusion(sd_folder, device="cpu", steps=2, resolution=OUT, batch_size=2)
     prompts = {g: [f"a photo of group {g}"] for g in ("0_0", "0_1", "1_0", "1_1")}

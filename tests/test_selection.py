@@ -8,12 +8,14 @@ import pytest
 import torch
 from torch import nn
 
+from aimfair.classifier.models import build_classifier
+from aimfair.classifier.train import fit
+from aimfair.config import TrainConfig
+from aimfair.core.errors import AimfairError
 from aimfair.data.loading import ImageSet
-from aimfair.errors import AimfairError
-from aimfair.models import build_classifier
-from aimfair.selection import (Mask, freeze_except, load_mask, mean_gradients, save_mask, select_elements,
-                               select_tensors, sensitivity_scores)
-from aimfair.train import TrainConfig, fit
+from aimfair.selective.gradients import mean_gradients
+from aimfair.selective.masks import Mask, freeze_except, load_mask, save_mask
+from aimfair.selective.scores import select_elements, select_tensors, sensitivity_scores
 
 CPU = torch.device("cpu")
 

@@ -1,16 +1,15 @@
-"""aimfair.small_maps: convolutions on tiny maps as matrix products give the convolution's outputs and gradients."""
+"""aimfair.classifier.small_maps: convolutions on tiny maps as matrix products give the convolution's outputs and gradients."""
 
 import copy
 import dataclasses
 
 import numpy as np
-
 import pytest
 import torch
 from torch import nn
 
-from aimfair.models import SmallMapConv2d, build_classifier
-from aimfair.small_maps import WholeMapConv2d, whole_map_matmuls
+from aimfair.classifier.models import SmallMapConv2d, build_classifier
+from aimfair.classifier.small_maps import WholeMapConv2d, whole_map_matmuls
 
 
 def _pair(conv: nn.Conv2d) -> tuple[nn.Conv2d, WholeMapConv2d]:
@@ -154,8 +153,7 @@ def test_a_resnet_at_32_px_has_the_same_gradients_and_every_small_map_is_convert
 def test_the_mask_stage_uses_them_and_leaves_the_model_alone(monkeypatch):
     from aimfair.config import load_params
     from aimfair.data.loading import ImageSet
-    from aimfair.selection import mean_gradients
-    from aimfair.stages.mask import set_gradients
+    from aimfair.selective.gradients import mean_gradients, set_gradients
 
     torch.manual_seed(0)
     model = build_classifier()

@@ -10,17 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aimfair.data.splits import (
-    biased_train_split,
-    group_counts,
-    group_fractions,
-    group_quotas,
-    make_split,
-    parse_bias_degree,
-    write_split,
-)
+from aimfair.config import parse_bias_degree
+from aimfair.core.errors import AimfairError
+from aimfair.data.splits import biased_train_split, group_counts, group_fractions, group_quotas, make_split, write_split
 from aimfair.data.utkface import read_utkface
-from aimfair.errors import AimfairError
 
 NAMES = ["Male", "Smiling", "Young"]
 

@@ -8,16 +8,27 @@ import pandas as pd
 import pytest
 import torch
 
-from aimfair import paths
+from aimfair.classifier.models import build_classifier, load_checkpoint, save_checkpoint
 from aimfair.config import parse_params
+from aimfair.core import paths
+from aimfair.core.errors import AimfairError
 from aimfair.data.loading import ImageSet
-from aimfair.errors import AimfairError
-from aimfair.models import build_classifier, load_checkpoint, save_checkpoint
-from aimfair.selection import Mask, save_mask
-from aimfair.stages.evaluate import _family_rows, shown_names
-from aimfair.stages.table4 import strategies_to_train
-from aimfair.strategies import (FAMILIES, STRATEGIES, TABLE3, Setting, Strategy, _code_hash, checkpoint_path,
-                                chosen_variant, deal, expand, get_strategy, register, run_all, run_strategy)
+from aimfair.evaluation.evaluate import _family_rows, shown_names
+from aimfair.pipeline.table4 import strategies_to_train
+from aimfair.selective.masks import Mask, save_mask
+from aimfair.strategies.base import Setting, Strategy
+from aimfair.strategies.registry import (
+    FAMILIES,
+    STRATEGIES,
+    TABLE3,
+    checkpoint_path,
+    chosen_variant,
+    expand,
+    get_strategy,
+    register,
+    run_dir,
+)
+from aimfair.strategies.runner import _code_hash, deal, run_all, run_strategy
 
 CPU = torch.device("cpu")
 SEED = 1
@@ -104,7 +115,7 @@ def test_aimfair_moves_only_the_masked_tensors_and_full_fine_tuning_moves_all(ro
 
 
 def test_strategies_from_scratch_start_from_the_biased_models_initial_weights_and_train_on_their_set(root, monkeypatch):
-    import aimfair.strategies as strategies
+    import aimfair.strategies.runner as strategies
 
     seen = {}
 
@@ -128,7 +139,7 @@ def test_strategies_from_scratch_start_from_the_biased_models_initial_weights_an
 
 
 def test_with_a_step_budget_new_models_make_the_biased_models_number_of_steps(root, monkeypatch):
-    import aimfair.strategies as strategies
+    import aimfair.strategies.runner as strategies
 
     seen = {}
     monkeypatch.setattr(strategies, "fit", lambda model, train, val, cfg, out, *args, **kwargs: seen.update(
@@ -149,7 +160,7 @@ def test_with_a_step_budget_new_models_make_the_biased_models_number_of_steps(ro
 def test_a_finished_run_is_reused_and_a_changed_setting_retrains(root):
     first = run_strategy("linear_probe", _setting(root))
     assert not first.skipped
-    record = json.loads((root / paths.finetune_dir("linear_probe", SEED) / "run.json").read_text())
+    record = json.loads((root / run_dir("linear_probe", SEED) / "run.json").read_text())
     assert record["strategy"] == "linear_probe" and record["config"]["lr"] == 0.01
     again = run_strategy("linear_probe", _setting(root))
     assert again.skipped and again.checkpoint == first.checkpoint
@@ -162,7 +173,7 @@ def test_a_finished_run_is_reused_and_a_changed_setting_retrains(root):
 
 
 def test_a_killed_run_does_not_resume_from_another_start(root):
-    out = root / paths.finetune_dir("full_ft", SEED)
+    out = root / run_dir("full_ft", SEED)
     out.mkdir(parents=True)
     (out / "previous_identity.json").write_text('{"start": "another biased model"}')
     (out / "resume.pt").write_bytes(b"the state of a run from another biased model")
@@ -172,7 +183,7 @@ def test_a_killed_run_does_not_resume_from_another_start(root):
 
 
 def test_run_all_covers_every_strategy_and_seed(root, monkeypatch):
-    import aimfair.strategies as strategies
+    import aimfair.strategies.runner as strategies
 
     monkeypatch.setattr(strategies, "Setting", lambda params, root, seed, device, progress: _setting(root, params))
     runs = run_all(_params(strategies=["baseline", "linear_probe", "aimfair"]), root, CPU, progress=False)
@@ -183,7 +194,7 @@ def test_run_all_covers_every_strategy_and_seed(root, monkeypatch):
 def test_a_nan_loss_names_the_run_and_keeps_nothing_half_done(root):
     with pytest.raises(AimfairError, match=r"strategy full_ft, seed 1: loss became (nan|inf) .*lower the learning rate"):
         run_strategy("full_ft", _setting(root, _params(lr=1e12, epochs=2)))
-    assert not (root / paths.finetune_dir("full_ft", SEED) / "run.json").exists()  # not marked done
+    assert not (root / run_dir("full_ft", SEED) / "run.json").exists()  # not marked done
 
 
 def test_a_missing_mask_or_biased_model_is_a_clear_error(tmp_path):
@@ -248,11 +259,11 @@ def test_aimfair_cosine_trains_the_cosine_mask_and_says_when_it_is_missing(root)
 def test_a_family_is_its_variant_with_the_best_validation_accuracy(root):
     variants = FAMILIES["subtuning_update_one"].variants
     for name, val_acc in zip(variants, [71.0, 80.5, 80.5, 64.0]):  # layer2 and layer3 tie: the first wins
-        save_checkpoint(build_classifier(), root / paths.finetune_dir(name, SEED) / "best.safetensors",
+        save_checkpoint(build_classifier(), root / run_dir(name, SEED) / "best.safetensors",
                         dict(val_acc=val_acc, input_size=16))
     assert chosen_variant(root, "subtuning_update_one", SEED) == "subtuning_update_one-layer2"
     assert checkpoint_path(root, "subtuning_update_one", SEED) == \
-        root / paths.finetune_dir("subtuning_update_one-layer2", SEED) / "best.safetensors"
+        root / run_dir("subtuning_update_one-layer2", SEED) / "best.safetensors"
     with pytest.raises(AimfairError, match=r"no model of strategy subtuning_freeze_one-layer1 for seed 1"):
         chosen_variant(root, "subtuning_freeze_one", SEED)
 
@@ -260,7 +271,7 @@ def test_a_family_is_its_variant_with_the_best_validation_accuracy(root):
 def test_family_rows_pick_the_chosen_variant_and_average_the_draws(root):
     draws = FAMILIES["random_selection"].variants
     for name, val_acc in zip(draws, [60.0, 90.0, 75.0]):
-        save_checkpoint(build_classifier(), root / paths.finetune_dir(name, SEED) / "best.safetensors",
+        save_checkpoint(build_classifier(), root / run_dir(name, SEED) / "best.safetensors",
                         dict(val_acc=val_acc, input_size=16))
     per_seed = pd.DataFrame([dict(strategy=n, seed=SEED, ACC=acc, WST=wst)
                              for n, acc, wst in zip(draws, [80.0, 85.0, 90.0], [50.0, 70.0, 60.0])])

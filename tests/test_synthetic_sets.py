@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from aimfair.errors import AimfairError
-from aimfair.groups import GROUPS
-from aimfair.synthetic import draw_sets
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
+from aimfair.csdg.synthetic import draw_sets
 
 
 def pool(per_group: dict[str, int]) -> pd.DataFrame:
@@ -27,10 +27,10 @@ def test_a_pool_too_small_for_a_set_names_the_groups_and_the_fixes():
 
 
 def test_the_fidelity_filter_leaves_misread_images_out_only_when_on(tmp_path):
-    from aimfair import paths
     from aimfair.config import parse_params
-    from aimfair.fidelity import FIDELITY
-    from aimfair.synthetic import usable_pool
+    from aimfair.core import paths
+    from aimfair.csdg.fidelity import FIDELITY
+    from aimfair.csdg.synthetic import usable_pool
 
     manifest = pool({g: 4 for g in GROUPS})
     (tmp_path / paths.POOL).mkdir(parents=True)

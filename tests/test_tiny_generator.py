@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from aimfair.data.tinyfaces import WorldConfig, studio_corpus
-from aimfair.errors import AimfairError
-from aimfair.generate.tiny import (TinyConfig, TinyT2I, TinyTraining, checkpoint_hash, load_tiny, save_tiny,
-                                   train_tiny)
-from aimfair.generate.tiny_sampling import load_tiny_generator
+from aimfair.config import TinyConfig, TinyTraining, WorldConfig
+from aimfair.core.errors import AimfairError
+from aimfair.csdg.generators.tiny import TinyT2I, checkpoint_hash, load_tiny, save_tiny, train_tiny
+from aimfair.csdg.generators.tiny_sampling import load_tiny_generator
+from aimfair.data.tinyfaces import studio_corpus
 
 SMALL = TinyConfig(resolution=16, channels=(8, 16, 16), head_dim=8, max_tokens=16)
 

@@ -7,12 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from aimfair.config import WorldConfig
+from aimfair.core.errors import AimfairError
 from aimfair.data.celeba import read_celeba
 from aimfair.data.splits import make_split
-from aimfair.data.tinyfaces import (
-    ATTRIBUTES, WorldConfig, caption, image_name, partition_of, render, sample_attributes, write_world,
-)
-from aimfair.errors import AimfairError
+from aimfair.data.tinyfaces import ATTRIBUTES, caption, image_name, partition_of, render, sample_attributes, write_world
 
 SMALL = WorldConfig(n_images=40, image_size=32)
 
@@ -176,7 +175,7 @@ def test_unknown_style_is_refused():
 
 def test_captions_name_the_target_and_the_group():
     # read back with the validation every prompt goes through: names its group's values and no others
-    from aimfair.prompts.validate import problem_with, values_named
+    from aimfair.csdg.prompts.validate import problem_with, values_named
 
     rng = np.random.default_rng(0)
     seen, texts = set(), set()

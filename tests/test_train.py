@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from aimfair import train
+from aimfair.classifier import train
+from aimfair.classifier.models import build_classifier, load_checkpoint, save_checkpoint
+from aimfair.classifier.train import fit, predict_proba
+from aimfair.config import TrainConfig
+from aimfair.core.errors import AimfairError
 from aimfair.data.loading import ImageSet
-from aimfair.errors import AimfairError
-from aimfair.models import build_classifier, load_checkpoint, save_checkpoint
-from aimfair.train import TrainConfig, fit, predict_proba
 
 CPU = torch.device("cpu")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from aimfair.core.errors import AimfairError
 from aimfair.data.utkface import parse_utkface_name, read_utkface, utkface_image_dir
-from aimfair.errors import AimfairError
 
 GOOD = [
     "25_1_0_20170116174525125.jpg",  # 25-year-old White woman

@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from aimfair import paths
 from aimfair.ablations.base import Ablation, Arm, register_ablation, values_key
 from aimfair.config import Params
-from aimfair.generate.run import generate_pool, plan_jobs
-from aimfair.groups import GROUPS
-from aimfair.stages.generate import build_generator, pool_plan, read_prompts
-from aimfair.strategies import AimFair
+from aimfair.core import paths
+from aimfair.core.groups import GROUPS
+from aimfair.csdg.generation import build_generator, pool_plan, read_prompts
+from aimfair.csdg.pool import generate_pool, plan_jobs
+from aimfair.strategies.table3 import AimFair
 
 
 def real_size(root: Path) -> int:

@@ -18,16 +18,17 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from aimfair import paths
 from aimfair.config import Params
+from aimfair.core import paths
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS, parse_group_key
+from aimfair.csdg.pool import read_manifest
+from aimfair.csdg.synthetic import as_image_set, draw_sets, usable_pool
+from aimfair.data.images import load_images
 from aimfair.data.loading import ImageSet
-from aimfair.errors import AimfairError
-from aimfair.generate.run import read_manifest
-from aimfair.groups import GROUPS, parse_group_key
-from aimfair.selection import Mask, load_mask
-from aimfair.stages.common import load_images
-from aimfair.strategies import STRATEGIES, Setting, Strategy, register
-from aimfair.synthetic import as_image_set, draw_sets, usable_pool
+from aimfair.selective.masks import Mask, load_mask
+from aimfair.strategies.base import Setting, Strategy
+from aimfair.strategies.registry import STRATEGIES, register
 
 
 def first_share(images: ImageSet, fraction: float) -> ImageSet:
@@ -123,8 +124,7 @@ class Ablation:
         name = f"ablation_{self.name}-{tag}"
         if name not in STRATEGIES:
             register(type(f"{base.__name__}_{self.name}_{tag}".replace(".", "_"), (base,),
-                          dict(name=name, summary=summary, **attributes)))
-            paths.place_runs(name, self.folder)
+                          dict(name=name, summary=summary, runs_folder=self.folder, **attributes)))
         return name
 
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from aimfair.ablations.base import Ablation, Arm, register_ablation
 from aimfair.config import ABLATION_FREEZE_POINTS, Params
-from aimfair.selection import freeze_except
-from aimfair.strategies import Setting, Strategy
+from aimfair.selective.masks import freeze_except
+from aimfair.strategies.base import Setting, Strategy
 
 _STAGE_PREFIXES = {"conv1": ("conv1.", "bn1."), "layer1": ("layer1.",), "layer2": ("layer2.",),
                    "layer3": ("layer3.",), "layer4": ("layer4.",)}  # "conv1": the stem, convolution and its norm

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from aimfair import io
 from aimfair.ablations.base import AblationSetting
+from aimfair.classifier.models import build_classifier
+from aimfair.classifier.train import data_fingerprint
 from aimfair.config import Params, to_dict
-from aimfair.errors import AimfairError
-from aimfair.models import build_classifier
-from aimfair.selection import Mask, save_mask, sensitivity_scores
-from aimfair.stages.mask import biased_model, set_gradients, tensor_mask
-from aimfair.train import data_fingerprint
+from aimfair.core import io
+from aimfair.core.errors import AimfairError
+from aimfair.selective.gradients import biased_model, set_gradients
+from aimfair.selective.masks import Mask, save_mask, tensor_mask
+from aimfair.selective.scores import sensitivity_scores
 
 
 def require_tensor_masks(params: Params, ablation: str) -> None:

@@ -8,12 +8,12 @@ import torch
 
 from aimfair.ablations.base import Ablation, Arm, register_ablation
 from aimfair.config import Params
-from aimfair.errors import AimfairError
-from aimfair.generate.run import generate_pool, plan_jobs
-from aimfair.groups import GROUPS
-from aimfair.prompts.grammar import single_prompt
-from aimfair.stages.generate import build_generator, pool_plan, read_prompts
-from aimfair.strategies import SyntheticOnly
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
+from aimfair.csdg.generation import build_generator, pool_plan, read_prompts
+from aimfair.csdg.pool import generate_pool, plan_jobs
+from aimfair.csdg.prompts.grammar import single_prompt
+from aimfair.strategies.table3 import SyntheticOnly
 
 
 def _tag(value: str) -> str:

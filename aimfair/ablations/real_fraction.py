@@ -6,12 +6,14 @@ from pathlib import Path
 
 import torch
 
-from aimfair import paths
 from aimfair.ablations.base import Ablation, Arm, register_ablation, values_key
 from aimfair.ablations.masks import mask_from_gradients, require_tensor_masks
 from aimfair.config import Params
 from aimfair.data.loading import ImageSet
-from aimfair.strategies import AimFair, Setting, Strategy, run_locked
+from aimfair.strategies.base import Setting, Strategy
+from aimfair.strategies.registry import run_dir
+from aimfair.strategies.runner import run_locked
+from aimfair.strategies.table3 import AimFair
 
 
 class RealOnly(Strategy):
@@ -45,7 +47,7 @@ class RealFraction(Ablation):
             arms.append(Arm(f"AIM-Fair, {percent} real", key,
                             self.variant(AimFair, f"aimfair_{key}", f"AIM-Fair on the biased model of {percent}"),
                             setting=dict(real_fraction=fraction, mask_file=self.mask_file(key),
-                                         biased_file=lambda seed, erm=erm: paths.finetune_dir(erm, seed) / "best.safetensors")))
+                                         biased_file=lambda seed, erm=erm: run_dir(erm, seed) / "best.safetensors")))
         return arms
 
     def prepare(self, params: Params, root: Path, seeds: list[int], device: torch.device, progress: bool) -> None:

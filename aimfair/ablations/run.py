@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from aimfair import io, paths
 from aimfair.ablations.base import ABLATIONS, Ablation, Arm, replace_seeds
 from aimfair.config import Params
-from aimfair.errors import AimfairError
-from aimfair.paper import ABLATIONS as PAPER_ABLATIONS
-from aimfair.report import plot_ablation, save_figure
-from aimfair.stages.common import training_device
-from aimfair.stages.evaluate import Evaluation, evaluate_checkpoints, write_evaluation
-from aimfair.strategies import checkpoint_path, run_locked, run_row
+from aimfair.core import io, paths
+from aimfair.core.errors import AimfairError
+from aimfair.evaluation.evaluate import Evaluation, evaluate_checkpoints, write_evaluation
+from aimfair.evaluation.report import plot_ablation, save_figure
+from aimfair.paper.numbers import ABLATIONS as PAPER_ABLATIONS
+from aimfair.strategies.registry import checkpoint_path
+from aimfair.strategies.runner import run_locked, run_row, training_device
 
 
 @dataclass

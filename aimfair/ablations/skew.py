@@ -9,9 +9,8 @@ import torch
 
 from aimfair.ablations.base import Ablation, AblationSetting, Arm, register_ablation
 from aimfair.ablations.masks import mask_from_gradients, require_tensor_masks
-from aimfair.config import Params
-from aimfair.data.splits import parse_bias_degree
-from aimfair.strategies import AimFair
+from aimfair.config import Params, parse_bias_degree
+from aimfair.strategies.table3 import AimFair
 
 
 def _ratio(skew: str) -> str:

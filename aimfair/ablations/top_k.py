@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from aimfair import paths
 from aimfair.ablations.base import Ablation, Arm, register_ablation
 from aimfair.ablations.masks import require_tensor_masks, save_tensor_mask
 from aimfair.config import Params
-from aimfair.errors import AimfairError
-from aimfair.strategies import AimFair
+from aimfair.core import paths
+from aimfair.core.errors import AimfairError
+from aimfair.strategies.table3 import AimFair
 
 
 @register_ablation

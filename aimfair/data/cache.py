@@ -22,10 +22,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from aimfair import io
-from aimfair.errors import AimfairError, notice
-
-BAD_IMAGE_POLICIES = ("skip", "fail")
+from aimfair.config import BAD_IMAGE_POLICIES
+from aimfair.core import io
+from aimfair.core.errors import AimfairError, notice
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aimfair.errors import AimfairError, notice
+from aimfair.core.errors import AimfairError, notice
 
 ATTR_FILES: tuple[str, ...] = ("list_attr_celeba.txt", "list_attr_celeba.csv")
 PARTITION_FILES: tuple[str, ...] = ("list_eval_partition.txt", "list_eval_partition.csv")

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS
 from aimfair.data.splits import SPLITS, attribute_frame, group_counts
-from aimfair.errors import AimfairError
-from aimfair.groups import GROUPS
 
 POOL_FILE = "generator_pool.csv"
 MIN_PER_GROUP = 50  # below this a group's faces cannot be learned; the prompts of that group would be noise

@@ -27,8 +27,8 @@ import torch
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
+from aimfair.core.errors import AimfairError
 from aimfair.data.cache import decoded_images
-from aimfair.errors import AimfairError
 
 # The paper normalises with mean = std = 0.5 per channel.
 NORMALIZE_MEAN = (0.5, 0.5, 0.5)
@@ -152,32 +152,6 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
 def eval_transform(batch: torch.Tensor) -> torch.Tensor:
     """Test-time transform of a uint8 batch: the cache already resized and centre-cropped it."""
     return v2.functional.normalize(batch.float().div_(255), NORMALIZE_MEAN, NORMALIZE_STD)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto": bfloat16 where the hardware computes it natively (CUDA with bf16, CPUs with AMX or
-    AVX512-BF16), else float32. Explicit "float32" or "bfloat16" are taken as given."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "bfloat16"
-    return "float32"
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; anything else is passed to torch.device."""
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise AimfairError(f"device {name!r} is not available here (torch sees {torch.cuda.device_count()} CUDA "
-                           "device(s)): use device: auto or cpu")
-    if device.type == "mps" and not mps:
-        raise AimfairError(f"device {name!r} is not available here: use device: auto or cpu")
-    return device
 
 
 class BatchLoader:

@@ -36,34 +36,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aimfair.config import DATASETS, PARTITIONS, parse_bias_degree
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS, group_key
+from aimfair.core.io import write_csv, write_json
 from aimfair.data.celeba import TEST, TRAIN, VAL, read_celeba
 from aimfair.data.utkface import read_utkface
-from aimfair.errors import AimfairError
-from aimfair.groups import GROUPS, group_key
-from aimfair.io import write_csv, write_json
 
-DATASETS: tuple[str, ...] = ("celeba", "tinyfaces", "utkface")
-PARTITIONS: tuple[str, ...] = ("official", "seeded")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 UTKFACE_ATTRIBUTES: tuple[str, ...] = ("Female", "Male", "White", "Young")
 UTKFACE_TEST_SHARE = Fraction(1, 5)  # default UTKFace test size per group, as a share of the smallest group
-
-
-def parse_bias_degree(text: str | int | float | Fraction) -> Fraction:
-    """Parse "1/9", "0.25", "1", 1 or 0.25 into an exact Fraction; it must be positive and finite."""
-    problem = AimfairError(
-        f"bias degree '{text}' is not a positive fraction such as 1/9 (skewed) or 1 (balanced)"
-    )
-    if isinstance(text, bool):
-        raise problem
-    try:
-        # Floats go through their shortest repr so that 0.1 becomes 1/10, not the binary approximation.
-        value = Fraction(repr(text) if isinstance(text, float) else str(text).strip())
-    except (ValueError, ZeroDivisionError, OverflowError):
-        raise problem from None
-    if value <= 0:
-        raise problem
-    return value
 
 
 def group_fractions(bias_degree: str | int | float | Fraction) -> dict[str, Fraction]:

@@ -22,15 +22,16 @@ import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from aimfair import io
-from aimfair.errors import AimfairError
+from aimfair.config import WorldConfig
+from aimfair.core import io
+from aimfair.core.errors import AimfairError
 
 # CelebA attribute names this world renders (a subset of CelebA's 40, same spelling, same -1/+1 coding).
 ATTRIBUTES: tuple[str, ...] = (
@@ -48,38 +49,6 @@ BACKGROUNDS = [(70, 90, 120), (140, 150, 160), (200, 190, 170), (60, 110, 80), (
                (210, 210, 215), (90, 70, 110), (180, 140, 90)]
 CLOTHES = [(40, 60, 130), (150, 30, 40), (30, 30, 30), (220, 220, 220), (60, 120, 60), (120, 90, 150)]
 HAT_COLOURS = [(20, 20, 70), (120, 20, 20), (200, 180, 140), (40, 40, 40)]
-
-
-@dataclass(frozen=True)
-class WorldConfig:
-    """Knobs of the world. The defaults are calibrated so that ERM on a 1/9-skewed split is unfair."""
-
-    seed: int = 0
-    n_images: int = 12000
-    image_size: int = 64
-    partition: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train / val / test, in id order
-    p_male: float = 0.45
-    p_smile_male: float = 0.42  # CelebA: men smile a little less often than women
-    p_smile_female: float = 0.55
-    p_young: float = 0.75
-    smile_amplitude: tuple[float, float] = (17.0, 28.0)  # mouth-corner lift, px on the 128 px canvas
-    neutral_amplitude: float = 2.0  # non-smiling mouths curve by at most this much, either way
-    teeth_probability: float = 0.0  # an open, toothy smile is much easier to see
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.n_images < 8:
-            problems.append(f"n_images must be at least 8, got {self.n_images}")
-        if self.image_size < 8:
-            problems.append(f"image_size must be at least 8 px, got {self.image_size}")
-        if abs(sum(self.partition) - 1) > 1e-6 or min(self.partition) < 0:
-            problems.append(f"partition must be three shares that sum to 1, got {list(self.partition)}")
-        if not 0 <= self.smile_amplitude[0] <= self.smile_amplitude[1]:
-            problems.append(f"smile_amplitude must be [low, high] with 0 <= low <= high, got {list(self.smile_amplitude)}")
-        probabilities = ("p_male", "p_smile_male", "p_smile_female", "p_young", "teeth_probability")
-        problems += [f"{k} must be a probability in [0, 1]" for k in probabilities if not 0 <= getattr(self, k) <= 1]
-        if problems:
-            raise AimfairError(f"data.tinyfaces: {problems[0]}: fix it in params.yaml")
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -236,7 +205,7 @@ def render(a: dict[str, float], style: str, size: int, rng: np.random.Generator)
 
 # ----------------------------------------------------------------------------- captions
 
-# Caption words: those the prompts of the tinyfaces setting use (aimfair/prompts/vocabulary.py), so that the
+# Caption words: those the prompts of the tinyfaces setting use (aimfair/csdg/prompts/vocabulary.py), so that the
 # text-to-image model has seen every phrase a prompt may hold.
 _NOUN = {1: ["man", "male", "guy", "gentleman"], 0: ["woman", "female", "lady"]}
 _AGE = {1: ["young", "youthful", ""], 0: ["older", "middle-aged", "elderly"]}

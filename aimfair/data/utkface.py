@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aimfair.errors import AimfairError, notice
+from aimfair.core.errors import AimfairError, notice
 
 # Where the images may sit inside the dataset folder, in the order they are tried.
 IMAGE_SUBDIRS: tuple[str, ...] = (".", "UTKFace", "utkface_aligned_cropped/UTKFace")

@@ -1,0 +1,52 @@
+"""What every text-to-image model offers the generation runner (aimfair.csdg.pool).
+
+A generator turns prompts into images, one seed per image: the image for (prompt, seed) must not depend on
+which other images share its batch, so each image's starting noise comes from its own seeded generator.
+`info` is what the pool's manifest records about the model and sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GeneratorInfo:
+    """The identity of a model and its sampling settings, as written into every manifest row."""
+
+    model: str  # a name or path: "builtin", "/models/sd-2-1-base", "stabilityai/stable-diffusion-2-1-base"
+    revision: str  # checkpoint hash or pinned revision
+    sampler: str  # "ddim", "dpmsolver++", ...
+    steps: int
+    guidance: float
+    resolution: int  # side of the square images handed back (after any resizing)
+    precision: str = "float32"  # arithmetic of the sampler: float32, bfloat16 or float16
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Generator(Protocol):
+    """A text-to-image model ready to sample."""
+
+    info: GeneratorInfo
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        """Images for the prompts, uint8 of shape (len(prompts), resolution, resolution, 3)."""
+        ...
+
+    def edit(self, images: np.ndarray, prompts: Sequence[str], seeds: Sequence[int], strength: float) -> np.ndarray:
+        """SDEdit: square uint8 images (N, H, W, 3) noised to `strength` of the schedule (0-1) and denoised
+        with the prompts; uint8 of shape (N, resolution, resolution, 3)."""
+        ...
+
+
+def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], dtype=None, device=None):
+    """Per-image starting noise: row i depends on seeds[i] only (a CPU generator each, then moved)."""
+    import torch
+
+    rows = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return torch.stack(rows).to(device=device, dtype=dtype or torch.float32)

@@ -1,0 +1,94 @@
+"""Every strategy by name: Table 3's and Table 4's, listed explicitly (as DomainBed lists its algorithms), the
+families of Table 4, and the ablations' variants, which register themselves when an ablation builds its arms.
+
+The names a params file may hold are also in aimfair.config (TABLE3_STRATEGIES, TABLE4_STRATEGIES), so that
+reading params.yaml imports no torch; tests/test_strategies.py keeps both lists equal.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aimfair.core import paths
+from aimfair.core.errors import AimfairError
+from aimfair.strategies import table3, table4
+from aimfair.strategies.base import Family, Strategy
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (*table3.TABLE3, *table4.STRATEGIES)}
+FAMILIES: dict[str, Family] = {family.name: family for family in table4.FAMILIES}
+TABLE3 = tuple(cls.name for cls in table3.TABLE3)  # the strategies of stage finetune; the others run in experiments/
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Add a strategy made at run time (an ablation's arm) under its name."""
+    if cls.name in FAMILIES or STRATEGIES.get(cls.name, cls) is not cls:
+        raise AimfairError(f"strategy name {cls.name!r} is taken")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def known_names() -> tuple[str, ...]:
+    """Every name a list of strategies may hold: registered strategies and families."""
+    return tuple(STRATEGIES) + tuple(FAMILIES)
+
+
+def expand(names: list[str]) -> list[str]:
+    """The strategies to run for `names`: a family stands for its variants."""
+    out: list[str] = []
+    for name in names:
+        for strategy in FAMILIES[name].variants if name in FAMILIES else [name]:
+            if strategy not in out:
+                out.append(strategy)
+    return out
+
+
+def get_strategy(name: str) -> Strategy:
+    """An instance of the registered strategy `name`."""
+    if name not in STRATEGIES:
+        hint = f" (a family: run its variants {', '.join(FAMILIES[name].variants)})" if name in FAMILIES else ""
+        raise AimfairError(f"unknown strategy {name!r}{hint}: choose from {', '.join(known_names())}")
+    return STRATEGIES[name]()
+
+
+def run_dir(name: str, seed: int) -> Path:
+    """Folder of one strategy's model for one seed, under the strategy's own runs folder."""
+    if name not in STRATEGIES:
+        get_strategy(name)  # the error that names the choices
+    return STRATEGIES[name].runs_folder / name / f"seed_{seed}"
+
+
+def validation_accuracy(root: Path, name: str, seed: int) -> float:
+    """The overall validation accuracy of a trained strategy's chosen epoch (from its checkpoint's sidecar)."""
+    sidecar = root / run_dir(name, seed) / "best.json"
+    if not sidecar.exists():
+        raise AimfairError(f"no model of strategy {name} for seed {seed} at {sidecar.parent}: train it first")
+    return float(json.loads(sidecar.read_text())["val_acc"])
+
+
+def chosen_variant(root: Path, family: str, seed: int) -> str:
+    """The family's variant with the best validation accuracy for `seed` (the first of equals)."""
+    variants = FAMILIES[family].variants
+    accuracies = [validation_accuracy(root, v, seed) for v in variants]
+    return variants[accuracies.index(max(accuracies))]
+
+
+def checkpoint_path(root: Path, name: str, seed: int) -> Path:
+    """Where the model of strategy `name` for `seed` is (the baseline's is the biased model itself; a
+    family's is its chosen variant's)."""
+    if name in FAMILIES:
+        name = chosen_variant(root, name, seed)
+    if not get_strategy(name).trains:
+        return root / paths.pretrain_dir(seed) / "best.safetensors"
+    return root / run_dir(name, seed) / "best.safetensors"
+
+
+def _check_families() -> None:
+    for family in FAMILIES.values():
+        unknown = [v for v in family.variants if v not in STRATEGIES]
+        if unknown or family.name in STRATEGIES:
+            raise AimfairError(f"family {family.name!r}: its variants must be registered strategies and its name "
+                               f"must not be one ({unknown or family.name})")
+
+
+_check_families()
