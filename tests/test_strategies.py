@@ -86,6 +86,18 @@ def test_the_registry_holds_the_papers_table_3():
     assert all(STRATEGIES[name].summary for name in TABLE3)
 
 
+def test_the_names_params_may_hold_are_the_registrys():
+    """config.py holds the names (reading params imports no torch); the registry holds the classes."""
+    from aimfair import config
+    from aimfair.strategies import table3, table4
+
+    assert config.TABLE3_STRATEGIES == TABLE3 == tuple(cls.name for cls in table3.TABLE3)
+    assert config.TABLE4_STRATEGIES == tuple(cls.name for cls in table4.STRATEGIES)
+    assert config.TABLE4_FAMILIES == {f.name: f.variants for f in table4.FAMILIES} == {
+        name: f.variants for name, f in FAMILIES.items()}
+    assert all(name in STRATEGIES for name in config.TABLE3_STRATEGIES + config.TABLE4_STRATEGIES)
+
+
 def test_an_unknown_strategy_is_a_clear_error():
     with pytest.raises(AimfairError, match=r"finetune.strategies is 'aimfiar' \(did you mean aimfair\?\); choose one of"):
         _params(strategies=["baseline", "aimfiar"])

@@ -22,7 +22,7 @@ kept buffer: the weight gradient a backward returns *is* the buffer, so torch.au
 weight is overwritten by the module's next backward (loss.backward() is safe: autograd copies it into
 .grad), and there is no double backward.
 
-Only the mask stage uses it (stages/mask.py). Training keeps models.SmallMapConv2d, because switching would
+Only the mask's gradient passes use it (aimfair.selective.gradients). Training keeps models.SmallMapConv2d, because switching would
 change every trained model in the last bits and so retrain the whole pipeline; benchmarks/finetune_cost.py
 measures what training would gain.
 """
