@@ -44,11 +44,10 @@ def parse_bias_degree(text: str | int | float | Fraction) -> Fraction:
         raise problem
     return value
 
-BAD_IMAGE_POLICIES = ("skip", "fail")
-ARCHITECTURES = ("resnet18",)
 
-
-PRETRAINED = ("none", "imagenet")
+BAD_IMAGE_POLICIES = ("skip", "fail")  # data.bad_images
+ARCHITECTURES = ("resnet18",)  # pretrain.arch
+PRETRAINED = ("none", "imagenet")  # pretrain.pretrained
 RULES = ("absolute", "cosine")  # selection.rule
 GRANULARITIES = ("tensor", "element")  # selection.granularity
 BN_MODES = ("train", "eval")  # selection.bn_mode
@@ -62,6 +61,10 @@ STRATEGY_NAMES = TABLE3_STRATEGIES + TABLE4_STRATEGIES + tuple(TABLE4_FAMILIES) 
 
 
 # ----------------------------------------------------------------------------- settings the library takes
+# The sections below build these, and the library's functions receive them (data.tinyfaces renders a
+# WorldConfig, the built-in generator trains with TinyConfig and TinyTraining, classifier.train fits with a
+# TrainConfig), so that the library imports config and never the other way round.
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -93,6 +96,7 @@ class WorldConfig:
         problems += [f"{k} must be a probability in [0, 1]" for k in probabilities if not 0 <= getattr(self, k) <= 1]
         if problems:
             raise AimfairError(f"data.tinyfaces: {problems[0]}: fix it in params.yaml")
+
 
 @dataclass(frozen=True)
 class TinyConfig:
@@ -234,7 +238,7 @@ class GeneratorParams(TinyTraining):
     corpus "studio": on captioned studio renders of the built-in world (the default pipeline; the checkpoint is
     committed). corpus "dataset": on the dataset's own real images outside the classifier's splits (the
     generator pool), captioned from their labels; the checkpoint stays under work/. The training keys and
-    their defaults come from aimfair.config.TinyTraining.
+    their defaults come from TinyTraining above.
     """
 
     corpus: str = "studio"
@@ -335,7 +339,7 @@ class PretrainParams(Optimisation):
     """Stage 04_pretrain: ERM of the biased classifier on the real training split (one run per seed).
 
     The optimisation keys (epochs, lr, input_size, crop_scale, ...) and their defaults, the paper's
-    settings, come from aimfair.config.Optimisation; params.yaml sets smaller ones for the built-in world.
+    settings, come from Optimisation above; params.yaml sets smaller ones for the built-in world.
     """
 
     arch: str = "resnet18"

@@ -15,8 +15,8 @@ from aimfair.core.errors import AimfairError
 from aimfair.csdg.generators.base import Generator
 from aimfair.csdg.pool import pool_sizes
 
-# An early prototype found DDIM 25 with guidance 3 follows the prompt; 10 steps are as faithful (oracle, 400 images:
-# benchmarks/sampler_steps.py) and 2.6x faster, so the built-in model samples with 10 by default
+# DDIM with 10 steps is as faithful to the prompt as 25 (oracle, 400 images: benchmarks/sampler_steps.py) and 2.6x
+# faster, so the built-in model samples with 10 by default
 BUILTIN_STEPS, BUILTIN_GUIDANCE = 10, 3.0
 
 

@@ -33,8 +33,9 @@ def _file_hash(path: Path) -> str:
 
 
 # The code that decides what a run computes: when it changes, runs are retrained instead of reused. The
-# computation's modules whole; of this module, only what defines the run (other strategies, the registry and
-# the run loop may change without retraining anything).
+# training modules whole; of the strategies, only what defines the run: Setting, run_strategy and the
+# strategy's own classes (other strategies, the registry and the rest of the runner may change without
+# retraining anything).
 _TRAINING_CODE = ("classifier/train.py", "classifier/models.py", "selective/masks.py", "data/loading.py",
                   "core/device.py")
 

@@ -1,5 +1,5 @@
 """How varied a group's prompts are: distinct words, mean pairwise word-set (Jaccard) distance, and mean
-pairwise cosine distance of their MiniLM sentence embeddings (the issue's measure; it sees that "grinning"
+pairwise cosine distance of their MiniLM sentence embeddings (the measure the report shows; it sees that "grinning"
 and "smiling" say nearly the same, which word sets cannot)."""
 
 from __future__ import annotations
