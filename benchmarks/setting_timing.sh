@@ -17,7 +17,7 @@ export PATH="$repo/.venv/bin:$PATH"
 cd "$setting"
 seeds=$(python -c "from aimfair.config import load_params; print(*load_params('params.yaml').seeds)")
 nb() { echo "aimfair notebook $repo/notebooks/$1.ipynb outputs/notebooks/$2.ipynb ${3:-}"; }
-stages=("data|$(nb 00_data 00_data)" "prompts|$(nb 01_prompts 01_prompts)" "generator|aimfair generator"
+stages=("data|$(nb 00_data 00_data)" "prompts|$(nb 01_prompts 01_prompts)" "generator|aimfair dataset-generator"
         "generator_samples|$(nb 02_generator 02_generator)" "generate|$(nb 03_generate 03_generate)"
         "repair|aimfair repair")
 for seed in $seeds; do stages+=("pretrain@$seed|$(nb 04_pretrain 04_pretrain_seed$seed "-p seed=$seed")"); done
