@@ -148,3 +148,14 @@ def test_the_stage_code_follows_function_level_imports():
     assert {"aimfair/csdg/generators/sd.py", "aimfair/csdg/fidelity.py", "aimfair/config.py",
             "aimfair/notebooks.py"} <= code
     assert "aimfair/cli.py" not in code and "aimfair/strategies/runner.py" not in code
+
+
+def test_the_committed_generator_matches_its_code():
+    """The built-in model is committed and its stage imports nine source files: an edit of one of them that
+    is not recorded would make every fresh clone retrain it (15 minutes, and a new model changes every result)."""
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "generator"], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert "up to date" in status.stdout, (
+        f"{status.stdout}{status.stderr}\nthe generator stage's code changed: if the change computes nothing new "
+        "(a comment, a moved function), record it with `dvc commit -f generator`; else retrain with "
+        "`dvc repro generator` and commit the new model")
