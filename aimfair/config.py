@@ -29,7 +29,8 @@ PARTITIONS: tuple[str, ...] = ("official", "seeded")
 
 
 def parse_bias_degree(text: str | int | float | Fraction) -> Fraction:
-    """Parse "1/9", "0.25", "1", 1 or 0.25 into an exact Fraction; it must be positive and finite."""
+    """Parse "1/9", "0.25", "1", 1 or 0.25 into an exact Fraction: the minority groups' size over the majority
+    groups', so positive and at most 1."""
     problem = AimfairError(
         f"bias degree '{text}' is not a positive fraction such as 1/9 (skewed) or 1 (balanced)"
     )
@@ -42,6 +43,9 @@ def parse_bias_degree(text: str | int | float | Fraction) -> Fraction:
         raise problem from None
     if value <= 0:
         raise problem
+    if value > 1:  # read as given, it would make the minority groups the majority
+        raise AimfairError(f"bias degree '{text}' is above 1: write it as minority/majority, {1 / value} "
+                           "(1 is balanced)")
     return value
 
 
@@ -173,6 +177,10 @@ class DataParams:
         _check("data.seeded_fractions", min(self.seeded_fractions) > 0 and abs(sum(self.seeded_fractions) - 1) < 1e-6,
                "must be three positive shares of train, val and test adding up to 1, e.g. [0.7, 0.1, 0.2]")
         _choice("data.bad_images", self.bad_images, BAD_IMAGE_POLICIES)
+        try:
+            parse_bias_degree(self.bias_degree)
+        except AimfairError as e:
+            raise AimfairError(f"data.bias_degree: {e}: fix it in params.yaml") from None
         _check("data.n_train", self.n_train > 0, "must be positive")
         _check("data.utkface_test_per_group", self.utkface_test_per_group >= 0, "must be 0 (automatic) or more")
         _check("data.utkface_val_fraction", 0 <= self.utkface_val_fraction < 1, "must be in [0, 1)")
@@ -525,10 +533,9 @@ class AblationParams:
             _check("ablations.amount", 0 < ratio <= 10, f"holds {ratio}: each ratio must be in (0, 10]")
         for skew in self.skew:
             try:
-                degree = parse_bias_degree(skew)
+                parse_bias_degree(skew)
             except AimfairError as e:
                 raise AimfairError(f"ablations.skew holds {skew!r}: {e}: fix it in params.yaml") from None
-            _check("ablations.skew", degree <= 1, f"holds {skew!r}: write minority:majority, e.g. 4/6, not 6/4")
         _check("ablations.skew", len({parse_bias_degree(s) for s in self.skew}) == len(self.skew),
                f"holds the same ratio twice ({', '.join(self.skew)}): 1/4 and 2/8 are one skew")
         _check("ablations.real_fraction", len({f"{f:.4g}" for f in self.real_fraction}) == len(self.real_fraction),
@@ -635,21 +642,53 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return cls(**values)
 
 
+SEED_RANGE = 2**32  # numpy's: every seed must be below it
+
+
+def _check_seeds(section: Any, where: str) -> None:
+    """Every seed (a key named seed or *_seed, and the list seeds) is an integer in [0, 2**32)."""
+    for f in dataclasses.fields(section):
+        value, key = getattr(section, f.name), f"{where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_seeds(value, f"{key}.")
+        elif f.name == "seed" or f.name.endswith("_seed") or f.name == "seeds":
+            for seed in value if isinstance(value, list) else [value]:
+                _check(key, 0 <= seed < SEED_RANGE, f"holds {seed}: a seed must be an integer from 0 to 2**32 - 1")
+
+
 def parse_params(data: dict) -> Params:
-    """Validate a params mapping (as read from YAML) into typed sections."""
-    return _build(Params, data, "")
+    """Validate a params mapping (as read from YAML) into typed sections; keys left out take the defaults."""
+    params = _build(Params, data, "")
+    _check_seeds(params, "")
+    return params
+
+
+# Sections a params file may leave out: the opt-in experiments, whose defaults here are the shipped params.yaml's
+# (tests/test_config.py compares them). Every other section must be in the file, so that nothing runs on a
+# default the user never saw.
+OPTIONAL_SECTIONS = ("table4", "ablations")
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
+    """Read and validate params.yaml. Unlike parse_params, a file must hold every section but the opt-in ones."""
     path = Path(path)
     if not path.exists():
         raise AimfairError(f"params file {path} does not exist: run from the repository root or pass its path")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise AimfairError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return parse_params(data or {})
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise AimfairError(f"{path} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        raise AimfairError(f"{path} is empty: start from the repository's params.yaml (every section is needed)")
+    params = parse_params(data)  # a wrong key or value first, named
+    missing = [f.name for f in dataclasses.fields(Params) if f.name not in data and f.name not in OPTIONAL_SECTIONS]
+    if missing:
+        raise AimfairError(f"{path} lacks the section(s) {', '.join(missing)}: copy them from the repository's "
+                           "params.yaml (a left-out section would run on defaults you never saw)")
+    return params
 
 
 def to_dict(params: Any) -> dict:

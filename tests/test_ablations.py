@@ -26,7 +26,7 @@ def with_ablations(**values) -> Params:
     (dict(skew=["1/4", "2/8"]), "holds the same ratio twice"),
     (dict(amount=[0.0]), "ablations.amount holds 0.0"),
     (dict(amount=[12]), "each ratio must be in (0, 10]"),
-    (dict(skew=["6/4"]), "not 6/4"),
+    (dict(skew=["6/4"]), "above 1: write it as minority/majority, 2/3"),
     (dict(skew=["lots"]), "ablations.skew holds 'lots'"),
     (dict(real_fraction=[1.0]), "each share must be in (0, 1)"),
     (dict(prompts=["many"]), "'single' or a positive number"),

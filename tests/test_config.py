@@ -7,7 +7,16 @@ import pytest
 import yaml
 
 from aimfair.cli import main
-from aimfair.config import DataParams, PretrainParams, TrainConfig, WorldConfig, load_params, parse_params, to_dict
+from aimfair.config import (
+    OPTIONAL_SECTIONS,
+    DataParams,
+    PretrainParams,
+    TrainConfig,
+    WorldConfig,
+    load_params,
+    parse_params,
+    to_dict,
+)
 from aimfair.core.errors import AimfairError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,9 +96,49 @@ def test_missing_keys_take_the_defaults():
     assert parse_params({"data": {"tinyfaces": {"seed": 5}}}).data.tinyfaces == WorldConfig(seed=5)
 
 
-def test_an_empty_file_is_all_defaults(tmp_path):
+def test_an_empty_or_partial_file_is_refused_naming_what_it_lacks(tmp_path):
+    """The code's defaults are the paper's, the shipped file's are the built-in world's: a file must say which."""
     (tmp_path / "params.yaml").write_text("# nothing set\n")
-    assert load_params(tmp_path / "params.yaml") == parse_params({})
+    with pytest.raises(AimfairError, match=r"params\.yaml is empty: start from the repository's params\.yaml"):
+        load_params(tmp_path / "params.yaml")
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del shipped["finetune"], shipped["repair"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped))
+    with pytest.raises(AimfairError, match=r"lacks the section\(s\) finetune, repair: copy them"):
+        load_params(tmp_path / "params.yaml")
+    del shipped["table4"], shipped["ablations"]  # the opt-in sections may be left out
+    shipped["finetune"], shipped["repair"] = {}, {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped))
+    assert load_params(tmp_path / "params.yaml").table4 == load_params(ROOT / "params.yaml").table4
+
+
+def test_the_optional_sections_default_to_the_shipped_file():
+    shipped = load_params(ROOT / "params.yaml")
+    defaults = parse_params({})
+    for section in OPTIONAL_SECTIONS:
+        assert getattr(defaults, section) == getattr(shipped, section), section
+
+
+def test_a_yaml_mistake_names_its_line_and_column(tmp_path):
+    (tmp_path / "params.yaml").write_text("data:\n  n_train: 3\n   bad: 1\n")
+    with pytest.raises(AimfairError, match=r"is not valid YAML at line 3, column 7: mapping values are not allowed"):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("data, key", [({"seeds": [-5]}, "seeds holds -5"), ({"seeds": [2**40]}, "seeds holds"),
+                                       ({"data": {"split_seed": -1}}, "data.split_seed holds -1"),
+                                       ({"generate": {"seed": 2**32}}, "generate.seed holds"),
+                                       ({"data": {"tinyfaces": {"seed": -2}}}, "data.tinyfaces.seed holds -2")])
+def test_seeds_outside_numpys_range_are_refused(data, key):
+    with pytest.raises(AimfairError, match=rf"{key}.*: a seed must be an integer from 0 to 2\*\*32 - 1"):
+        parse_params(data)
+
+
+def test_a_bias_degree_is_checked_when_params_load():
+    with pytest.raises(AimfairError, match=r"data\.bias_degree: bias degree 'abc' is not a positive fraction"):
+        parse_params({"data": {"bias_degree": "abc"}})
+    with pytest.raises(AimfairError, match=r"data\.bias_degree: bias degree '9' is above 1: .* 1/9"):
+        parse_params({"data": {"bias_degree": "9"}})
 
 
 def test_values_are_converted_to_the_schema_types():

@@ -50,7 +50,7 @@ def write_utkface(root: Path, n: int = 800, seed: int = 0) -> None:
 @pytest.mark.parametrize(
     "text, expected",
     [("1/9", Fraction(1, 9)), (" 1/9 ", Fraction(1, 9)), ("0.25", Fraction(1, 4)), ("1", 1), (1, 1),
-     (0.1, Fraction(1, 10)), (Fraction(2, 3), Fraction(2, 3)), ("9", 9)],
+     (0.1, Fraction(1, 10)), (Fraction(2, 3), Fraction(2, 3))],
 )
 def test_parse_bias_degree(text, expected) -> None:
     assert parse_bias_degree(text) == expected
@@ -59,6 +59,12 @@ def test_parse_bias_degree(text, expected) -> None:
 @pytest.mark.parametrize("text", ["0", "-1/9", "abc", "1/0", "nan", "inf", "", True, float("nan"), -0.5])
 def test_parse_bias_degree_rejects(text) -> None:
     with pytest.raises(AimfairError, match="is not a positive fraction such as 1/9"):
+        parse_bias_degree(text)
+
+
+@pytest.mark.parametrize("text, hint", [("9", "1/9"), ("6/4", "2/3"), (1.5, "2/3")])
+def test_a_bias_degree_above_one_is_refused_with_the_inverse(text, hint) -> None:
+    with pytest.raises(AimfairError, match=rf"bias degree '{text}' is above 1: write it as minority/majority, {hint}"):
         parse_bias_degree(text)
 
 
