@@ -206,6 +206,7 @@ class PromptParams:
     url: str = "http://localhost:8000/v1"
     model: str = ""
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the environment variable holding the key
+    allow_plain_http: bool = False  # true: send the key over plain http:// to another machine (your own network)
     timeout_s: float = 120.0
     retries: int = 4
     backoff_s: float = 2.0
@@ -570,6 +571,10 @@ class Params:
                "must be a non-empty list of distinct integers")
         stray = [seed for seed in self.ablations.seeds if seed not in self.seeds]
         _check("ablations.seeds", not stray, f"holds {stray}, not among seeds (the seeds with a biased model)")
+        tensors = RESNET18_TENSORS  # pretrain.arch allows only ResNet-18
+        _check("selection.top_k", self.selection.granularity != "tensor" or self.selection.top_k <= tensors,
+               f"is {self.selection.top_k}, more than the {tensors} parameter tensors of {self.pretrain.arch}: the "
+               "paper keeps 55")
 
 
 def _check(key: str, ok: bool, requirement: str) -> None:

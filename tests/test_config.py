@@ -265,3 +265,16 @@ def test_an_absent_cuda_device_is_a_clear_error(monkeypatch):
     with pytest.raises(AimfairError, match="'cuda' is not available here.*device: auto or cpu"):
         resolve_device("cuda")
     assert resolve_device("auto").type in ("cpu", "mps")
+
+
+def test_top_k_is_checked_against_the_architecture_when_params_load():
+    with pytest.raises(AimfairError, match=r"selection\.top_k is 1000, more than the 62 parameter tensors of resnet18"):
+        parse_params({"selection": {"top_k": 1000}})
+    assert parse_params({"selection": {"top_k": 62}}).selection.top_k == 62
+
+
+def test_resnet18_has_the_tensor_count_config_assumes():
+    from aimfair.classifier.models import build_classifier
+    from aimfair.config import RESNET18_TENSORS
+
+    assert len(list(build_classifier("resnet18").named_parameters())) == RESNET18_TENSORS

@@ -408,3 +408,24 @@ def test_the_defaults_keep_the_grammar_backends_prompts(tmp_path):
                          tmp_path)
     assert result.prompts == grammar_prompts("tinyfaces", "Smiling", "Male", 5, seed=0)
     assert set(result.prompts) == set(GROUPS)
+
+
+@pytest.mark.parametrize("url, refused", [("http://10.0.0.5:8000/v1", True), ("http://llm.example.org/v1", True),
+                                          ("https://llm.example.org/v1", False), ("http://localhost:8000/v1", False),
+                                          ("http://127.0.0.1:8000/v1", False)])
+def test_a_key_is_never_sent_over_plain_http_to_another_machine(monkeypatch, url, refused):
+    monkeypatch.setenv("AIMFAIR_TEST_KEY", "secret")
+    if refused:
+        with pytest.raises(AimfairError, match=r"plain http:// to another machine.*allow_plain_http"):
+            OpenAIChat(url, "m", api_key_env="AIMFAIR_TEST_KEY")
+        OpenAIChat(url, "m", api_key_env="AIMFAIR_TEST_KEY", allow_plain_http=True)  # the user's own network
+    else:
+        OpenAIChat(url, "m", api_key_env="AIMFAIR_TEST_KEY")
+    monkeypatch.delenv("AIMFAIR_TEST_KEY")
+    OpenAIChat("http://10.0.0.5:8000/v1", "m", api_key_env="AIMFAIR_TEST_KEY")  # no key, nothing to leak
+
+
+def test_a_missing_model_folder_does_not_speak_of_the_hub(tmp_path):
+    with pytest.raises(AimfairError) as error:
+        TransformersChat(tmp_path / "nowhere")
+    assert "huggingface.co" not in str(error.value) and "nothing is downloaded" in str(error.value)

@@ -64,7 +64,8 @@ def draft(p: PromptParams, d: DataParams, n: int, root: Path) -> Drafts:
                                device=p.device, max_new_tokens=p.max_new_tokens, temperature=p.temperature)
     elif p.backend == "openai":
         ask = OpenAIChat(p.url, p.model, api_key_env=p.api_key_env, timeout_s=p.timeout_s, retries=p.retries,
-                         backoff_s=p.backoff_s, max_new_tokens=p.max_new_tokens, temperature=p.temperature)
+                         backoff_s=p.backoff_s, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
+                         allow_plain_http=p.allow_plain_http)
     else:  # config.PromptParams lets no other name through
         raise AimfairError(f"unknown prompt backend {p.backend!r}: choose grammar, transformers, openai or file")
     return ask_for_prompts(ask, p.backend, template, source, d.dataset, d.target, d.sensitive, n, p.rounds, p.seed)

@@ -18,6 +18,7 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from importlib import resources
@@ -151,6 +152,8 @@ class TransformersChat:
             model = AutoModelForCausalLM.from_pretrained(str(model_path), local_files_only=True)
         except (OSError, ValueError, KeyError, ImportError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            if not Path(model_path).exists():  # transformers would speak of the hub, which it never reached
+                first = "no such folder, and no such model id in the local Hugging Face cache; nothing is downloaded"
             raise AimfairError(f"cannot load a causal language model from {model_path} ({first}): prompts.model_path "
                                "must be a local folder with config.json, the weights and the tokenizer, or a model "
                                "id in the local Hugging Face cache") from None
@@ -191,7 +194,12 @@ class OpenAIChat:
     """
 
     def __init__(self, url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 120.0,
-                 retries: int = 4, backoff_s: float = 2.0, max_new_tokens: int = 2048, temperature: float = 0.9):
+                 retries: int = 4, backoff_s: float = 2.0, max_new_tokens: int = 2048, temperature: float = 0.9,
+                 allow_plain_http: bool = False):
+        if os.environ.get(api_key_env) and not allow_plain_http and _exposes_key(url):
+            raise AimfairError(f"prompts.url {url} is plain http:// to another machine, so the key in ${api_key_env} "
+                               "would travel unencrypted: use https://, or a server on this machine, or set "
+                               "prompts.allow_plain_http: true if the network is yours")
         base = url.rstrip("/")
         self.endpoint = base if base.endswith("/chat/completions") else base + "/chat/completions"
         self.model, self.api_key_env = model, api_key_env
@@ -232,6 +240,12 @@ class OpenAIChat:
                                f"{_start(reply.decode(errors='replace'), 100)!r}): check prompts.url, which usually "
                                "ends in /v1") from None
         return content if isinstance(content, str) else ""
+
+
+def _exposes_key(url: str) -> bool:
+    """Whether a key sent to `url` would cross a network unencrypted: plain http to a host other than this one."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1")
 
 
 def _server_message(error: urllib.error.HTTPError) -> str:
