@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -284,3 +285,32 @@ def test_cpu_training_runs_in_channels_last_memory_and_saves_plain_tensors(tmp_p
     saved = build_classifier()
     load_checkpoint(saved, tmp_path / "best.safetensors")  # safetensors holds ordinary contiguous tensors
     assert torch.equal(saved.conv1.weight, model.conv1.weight)
+
+
+class _Planted:
+    """A pickle that would touch a file when unpickled with weights_only=False."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("content", ["garbage", "truncated", "planted"])
+def test_a_damaged_or_foreign_resume_state_is_set_aside_and_never_runs_code(tmp_path, monkeypatch, capsys, content):
+    train_set, val_set = _bright_or_dark(48, 0), _bright_or_dark(16, 1)
+    resume, marker = tmp_path / "run" / "resume.pt", tmp_path / "ran"
+    resume.parent.mkdir()
+    if content == "garbage":
+        resume.write_bytes(b"\x00not a torch file" * 10)
+    elif content == "truncated":
+        _killed_in_epoch_two(train_set, val_set, resume.parent, monkeypatch)
+        resume.write_bytes(resume.read_bytes()[:5000])
+    else:
+        torch.save(dict(run_id="x", model=_Planted(marker)), resume)
+    capsys.readouterr()
+    history = fit(build_classifier(), train_set, val_set, CFG, resume.parent, CPU, progress=False)
+    assert list(history["epoch"]) == [1, 2, 3]  # started over, to the end
+    assert f"ignoring the resume state {resume}" in capsys.readouterr().err
+    assert not marker.exists() and not resume.exists()

@@ -29,6 +29,7 @@ from aimfair.classifier.models import read_sidecar, save_checkpoint
 from aimfair.config import Optimisation, TrainConfig
 from aimfair.core import io
 from aimfair.core.errors import AimfairError
+from aimfair.core.resume import load_resume_state, save_resume_state
 from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet
 
     #                             where the device computes it natively; resolved before a run starts)
@@ -158,8 +159,8 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
     best_acc, start_epoch = -1.0, 0
 
     resume_file = out_dir / "resume.pt"  # resumed only by a run with the same run_id (config and data)
-    if resume_file.exists():
-        state = torch.load(resume_file, map_location="cpu", weights_only=False)
+    state = load_resume_state(resume_file)
+    if state is not None:
         if state.get("run_id") == run_id:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -208,10 +209,9 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
         if epoch + 1 == cfg.epochs or time.perf_counter() - last_saved < resume_every_s:
             continue  # (the last epoch needs no resume state)
         last_saved = time.perf_counter()
-        with io.atomic_path(resume_file) as tmp:
-            torch.save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(),
-                            augment_rng=augment.generator.get_state(), history=history, best_acc=best_acc,
-                            epoch=epoch + 1, run_id=run_id), tmp)
+        save_resume_state(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                               scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(),
+                               augment_rng=augment.generator.get_state(), history=history, best_acc=best_acc,
+                               epoch=epoch + 1, run_id=run_id), resume_file)
     resume_file.unlink(missing_ok=True)  # finished: the resume state is no longer needed
     return pd.DataFrame(history)

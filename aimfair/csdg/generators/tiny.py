@@ -29,6 +29,7 @@ from torch import nn
 from aimfair.config import TinyConfig, TinyTraining
 from aimfair.core import io
 from aimfair.core.errors import AimfairError
+from aimfair.core.resume import load_resume_state, save_resume_state
 from aimfair.csdg.text import EMBED_DIM, token_states
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -153,8 +154,8 @@ def train_tiny(images: np.ndarray, captions: Sequence[str], config: TinyConfig, 
     corpus = hashlib.sha1(images.tobytes() + "\n".join(captions).encode()).hexdigest()
     key = json.dumps([asdict(config), asdict(training), corpus])  # a resume file of another run is ignored
     start = 0
-    if resume_file and Path(resume_file).exists():
-        saved = torch.load(resume_file, weights_only=False)
+    saved = load_resume_state(resume_file) if resume_file else None
+    if saved is not None:
         if saved.get("key") == key:
             model.load_state_dict(saved["model"])
             ema.load_state_dict(saved["ema"])
@@ -195,9 +196,8 @@ def train_tiny(images: np.ndarray, captions: Sequence[str], config: TinyConfig, 
         if log:
             log(dict(step=step + 1, loss=loss.item(), lr=_lr_at(step, training)))
         if resume_file and (step + 1) % save_every == 0 and step + 1 < training.steps:
-            with io.atomic_path(resume_file) as tmp:
-                torch.save(dict(key=key, step=step + 1, model=model.state_dict(), ema=ema.state_dict(),
-                                optimiser=optimiser.state_dict()), tmp)
+            save_resume_state(dict(key=key, step=step + 1, model=model.state_dict(), ema=ema.state_dict(),
+                                   optimiser=optimiser.state_dict()), resume_file)
     if resume_file and Path(resume_file).exists():
         Path(resume_file).unlink()
     return ema.eval()
