@@ -37,18 +37,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def exclusive(lock: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on the file `lock` while the block runs; if another process holds it, stop
-    with an error naming `what`. The operating system drops the lock of a killed process. The file stays
+    """Hold an exclusive lock on the file or folder `lock` while the block runs; if another process holds it,
+    stop with an error naming `what`. The operating system drops the lock of a killed process. The file stays
     (removing it would let two processes lock two different files of the same name)."""
     lock = Path(lock)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
+    if lock.is_dir():  # a folder locks itself: no lock file inside an output that DVC hashes
+        fd = os.open(lock, os.O_RDONLY)
+    else:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AimfairError(f"{what} is being written by another process right now ({lock} is locked): wait "
                                "for it, or stop it; two processes must never write the same output") from None
         yield
+    finally:
+        os.close(fd)  # drops the lock
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

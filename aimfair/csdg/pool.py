@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -191,6 +192,15 @@ def generate_pool(generator: Generator, jobs: Sequence[Job], out: str | os.PathL
     processes): each takes a contiguous share of the batches. Without it the run is single-process.
     """
     out = Path(out)
+    main = state is None or state.is_main_process
+    # one launch writes a folder at a time: its main process locks it (its other processes share the work)
+    out.mkdir(parents=True, exist_ok=True)
+    with io.exclusive(out, f"the image folder {out}") if main else nullcontext():
+        return _generate_pool(generator, jobs, out, batch_size, progress, state)
+
+
+def _generate_pool(generator: Generator, jobs: Sequence[Job], out: Path, batch_size: int, progress: bool,
+                   state) -> PoolRun:
     info = generator.info
     main = state is None or state.is_main_process
     # every process scans (read-only checks are cheap); only the main one deletes stale files, first
