@@ -184,6 +184,29 @@ def test_a_finished_run_is_reused_and_a_changed_setting_retrains(root):
     assert not run_strategy("linear_probe", regenerated).skipped
 
 
+@pytest.mark.parametrize("damage", ["truncated", "replaced", "deleted sidecar", "garbled record"])
+def test_a_finished_run_whose_files_changed_is_trained_again_not_reused(root, capsys, damage):
+    first = run_strategy("linear_probe", _setting(root))
+    out = first.checkpoint.parent
+    record = json.loads((out / "run.json").read_text())
+    assert record["outputs"]["best.safetensors"]["size"] == first.checkpoint.stat().st_size
+    if damage == "truncated":
+        first.checkpoint.write_bytes(first.checkpoint.read_bytes()[:1000])
+    elif damage == "replaced":
+        save_checkpoint(build_classifier(), first.checkpoint, {})
+    elif damage == "deleted sidecar":
+        (out / "best.json").unlink()
+    else:
+        (out / "run.json").write_text('{"strategy": "linear_pr')
+    capsys.readouterr()
+    again = run_strategy("linear_probe", _setting(root))
+    assert not again.skipped
+    if damage != "garbled record":
+        assert "is not the one its run record names" in capsys.readouterr().err
+    assert run_strategy("linear_probe", _setting(root)).skipped  # whole again
+    load_checkpoint(build_classifier(), again.checkpoint)
+
+
 def test_a_killed_run_does_not_resume_from_another_start(root):
     out = root / run_dir("full_ft", SEED)
     out.mkdir(parents=True)

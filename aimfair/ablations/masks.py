@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -49,7 +48,7 @@ def mask_from_gradients(setting: AblationSetting, folder: Path, what: str, known
                     selection=to_dict(params.selection))
     record = folder / "identity.json"
     gradients = dict(known or {})
-    if (folder / "mask.json").exists() and record.exists() and json.loads(record.read_text()) == identity:
+    if (folder / "mask.json").exists() and io.read_record(record) == identity:
         return gradients
     model = biased_model(params, setting.biased_checkpoint)
     missing = {name: images for name, images in sets.items() if name not in gradients}

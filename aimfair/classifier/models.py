@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision import models
@@ -91,7 +91,7 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     sidecar = Path(path).with_suffix(".json")
     if not sidecar.exists():
         raise AimfairError(f"checkpoint sidecar {sidecar} is missing: re-run the stage that wrote {path}")
-    return json.loads(sidecar.read_text())
+    return io.read_json(sidecar, f"re-run the stage that wrote {path}")
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
@@ -99,7 +99,11 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]
     path = Path(path)
     if not path.exists():
         raise AimfairError(f"checkpoint {path} does not exist: run the stage that writes it (dvc repro)")
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise AimfairError(f"checkpoint {path} is damaged ({str(e).splitlines()[0][:80]}): delete it and re-run the "
+                           "stage that writes it (dvc repro)") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())

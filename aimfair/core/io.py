@@ -57,6 +57,24 @@ def exclusive(lock: str | os.PathLike, what: str) -> Iterator[None]:
         os.close(fd)  # drops the lock
 
 
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON in `path`; a damaged file (cut short, not JSON) is an AimfairError that names it and `fix`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AimfairError(f"{path} is damaged ({str(e).splitlines()[0][:80]}): {fix}") from None
+
+
+def read_record(path: str | os.PathLike) -> Any:
+    """A record that only lets work be skipped (a run's, a cache's): None when missing or damaged, so the work
+    is done again."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from aimfair.config import Params
-from aimfair.core import paths
+from aimfair.core import io, paths
 from aimfair.core.device import setup_torch
 from aimfair.core.errors import AimfairError
 from aimfair.csdg.generators.base import Generator
@@ -25,7 +25,7 @@ def read_prompts(root: Path) -> dict[str, list[str]]:
     path = root / paths.PROMPTS / "prompts.json"
     if not path.exists():
         raise AimfairError(f"{path} does not exist: run the prompts stage first (dvc repro prompts)")
-    return json.loads(path.read_text())["groups"]
+    return io.read_json(path, "re-run the prompts stage (dvc repro prompts)")["groups"]
 
 
 def pool_plan(params: Params) -> dict[str, int]:

@@ -311,7 +311,7 @@ def write_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), worker
     done_marker = out / "world.json"
     # the marker records the config and the renderer's code: a change to either renders the world again
     marker = dict(asdict(cfg), renderer=hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12])
-    if done_marker.exists() and json.loads(done_marker.read_text()) == json.loads(json.dumps(marker)):
+    if io.read_record(done_marker) == json.loads(json.dumps(marker)):
         return out
     image_dir = out / "img_align_celeba"
     image_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,7 @@ def load_mask(path: str | os.PathLike, model: nn.Module, arch: str) -> Mask:
     path = Path(path)
     if not path.exists():
         raise AimfairError(f"mask file {path} does not exist: run the mask stage first (dvc repro mask)")
-    meta = json.loads(path.read_text())
+    meta = io.read_json(path, "re-run the mask stage (dvc repro mask)")
     shapes = {name: list(p.shape) for name, p in model.named_parameters()}
     stored = meta.get("shapes", {})
     if meta.get("arch") != arch or stored != shapes:

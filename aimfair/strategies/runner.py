@@ -21,7 +21,7 @@ from aimfair.classifier.train import data_fingerprint, fit, seed_everything
 from aimfair.config import Params
 from aimfair.core import io, paths
 from aimfair.core.device import setup_torch
-from aimfair.core.errors import AimfairError
+from aimfair.core.errors import AimfairError, notice
 from aimfair.strategies.base import Setting, Strategy
 from aimfair.strategies.registry import STRATEGIES, expand, get_strategy, run_dir
 
@@ -51,6 +51,17 @@ def _code_hash(strategy: Strategy) -> str:
             attributes = {k: v for k, v in vars(code).items() if not k.startswith("_") and not callable(v)}
             digest.update(repr(sorted(attributes.items())).encode())
     return digest.hexdigest()[:16]
+
+
+RUN_OUTPUTS = ("best.safetensors", "best.json")  # what a finished run hands on: reused only if unchanged
+
+
+def _fingerprints(out: Path) -> dict[str, dict] | None:
+    """Size and hash of each of a run's outputs (None if one is missing): its record holds them, so that a
+    damaged or replaced checkpoint is never reused."""
+    if not all((out / name).exists() for name in RUN_OUTPUTS):
+        return None
+    return {name: dict(size=(out / name).stat().st_size, sha1=_file_hash(out / name)) for name in RUN_OUTPUTS}
 
 
 def _masks_hash(entry_masks: dict[str, torch.Tensor] | None) -> str:
@@ -105,11 +116,15 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     identity = json.loads(json.dumps(identity))  # as it reads back from run.json (tuples become lists)
     record_file = out / RUN_RECORD
     checkpoint = out / "best.safetensors"
-    if record_file.exists() and checkpoint.exists() and json.loads(record_file.read_text()) == identity:
-        return RunResult(name, seed, checkpoint, True, 0.0, tensors, entries)
+    record = io.read_record(record_file)
+    if record is not None and {k: v for k, v in record.items() if k != "outputs"} == identity:
+        if record.get("outputs") == _fingerprints(out):
+            return RunResult(name, seed, checkpoint, True, 0.0, tensors, entries)
+        notice(f"the model of {name} for seed {seed} in {out} is not the one its run record names (changed, cut "
+               "short or missing): training it again")
     record_file.unlink(missing_ok=True)  # the folder is being rewritten: it is not done until the record is
     previous = out / "previous_identity.json"  # what a killed run of this folder was training
-    if previous.exists() and json.loads(previous.read_text()) != identity:
+    if previous.exists() and io.read_record(previous) != identity:
         (out / "resume.pt").unlink(missing_ok=True)  # fit's resume state belongs to another start or mask
     io.write_json(previous, identity)
     meta = dict(stage="finetune", strategy=name, arch=p.arch, input_size=p.input_size, seed=seed,
@@ -122,7 +137,7 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     except AimfairError as e:
         raise AimfairError(f"strategy {name}, seed {seed}: {e}") from None
     seconds = time.perf_counter() - t0
-    io.write_json(record_file, identity)
+    io.write_json(record_file, dict(identity, outputs=_fingerprints(out)))
     previous.unlink()
     return RunResult(name, seed, checkpoint, False, seconds, tensors, entries)
 

@@ -33,6 +33,8 @@ from aimfair.core.resume import load_resume_state, save_resume_state
 from aimfair.csdg.text import EMBED_DIM, token_states
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+_RESTORE = ("restore the committed model (git checkout models/tinyfaces_t2i), or retrain it "
+            "(dvc repro -f generator, or aimfair dataset-generator for a setting's own model)")
 
 
 class TinyT2I(nn.Module):
@@ -85,6 +87,7 @@ def save_tiny(model: TinyT2I, folder: str | os.PathLike, meta: dict | None = Non
 
 def load_tiny(folder: str | os.PathLike) -> tuple[TinyT2I, dict]:
     """The model (float32, eval mode) and its config file's contents."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -92,11 +95,14 @@ def load_tiny(folder: str | os.PathLike) -> tuple[TinyT2I, dict]:
     if missing:
         raise AimfairError(f"the built-in generator folder {folder} lacks {', '.join(missing)}: "
                            "train it with `dvc repro generator` (or `aimfair generator`)")
-    meta = json.loads((folder / CONFIG).read_text())
+    meta = io.read_json(folder / CONFIG, _RESTORE)
     known = {f.name for f in fields(TinyConfig)}
     arch = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items() if k in known}
     model = TinyT2I(TinyConfig(**arch))
-    state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS)).items()}
+    try:
+        state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS)).items()}
+    except (SafetensorError, OSError) as e:
+        raise AimfairError(f"{folder / WEIGHTS} is damaged ({str(e).splitlines()[0][:80]}): {_RESTORE}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
