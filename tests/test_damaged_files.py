@@ -53,3 +53,72 @@ def test_a_truncated_prompts_file(tmp_path):
     path.write_text('{"groups": {"0_0": ["a wom')
     with pytest.raises(AimfairError, match=r"prompts\.json is damaged .*: re-run the prompts stage"):
         read_prompts(tmp_path)
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+def test_a_full_disk_while_the_cache_is_built_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from PIL import Image
+
+    from aimfair.data.cache import decoded_images
+
+    images = []
+    for i in range(3):
+        images.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (8, 8), (i, i, i)).save(images[-1])
+
+    def no_room(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room)
+    with pytest.raises(AimfairError, match=r"the disk is full: .*\.npy could not be written .*free some space"):
+        decoded_images(images, 8, tmp_path / "cache", progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(AimfairError, match=r"not enough disk space for writing .*best\.safetensors: 43 MB needed"):
+        save_checkpoint(build_classifier(), tmp_path / "best.safetensors", {})
+    assert not (tmp_path / "best.safetensors").exists()
+
+
+def test_a_full_disk_while_a_checkpoint_is_written(tmp_path, monkeypatch):
+    import errno
+
+    import aimfair.classifier.models as models
+
+    def no_room(state, filename):
+        with open(filename, "wb") as f:
+            f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(models, "save_file", no_room)
+    with pytest.raises(AimfairError, match=r"the disk is full: .*best\.safetensors could not be written"):
+        save_checkpoint(build_classifier(), tmp_path / "best.safetensors", {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temporary_files_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from aimfair.core import io
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    orphan = tmp_path / f".cache.npy.{gone}.abc123.tmp"
+    live = tmp_path / f".cache.npy.{os.getpid()}.def456.tmp"
+    orphan.write_text("x")
+    live.write_text("x")
+    assert io.remove_orphans(tmp_path) == 1
+    assert not orphan.exists() and live.exists()

@@ -141,7 +141,7 @@ def test_a_full_disk_is_a_clear_error_that_leaves_no_partial_files(tmp_path, mon
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", save_until_full)
-    with pytest.raises(AimfairError, match="disk is full.*already written are kept"):
+    with pytest.raises(AimfairError, match="the disk is full: .*could not be written .*finished work is kept"):
         generate_pool(HashGenerator(), jobs, tmp_path, batch_size=4, progress=False)
     assert len(list(tmp_path.rglob("*.png"))) == 5 and not list(tmp_path.rglob("*.tmp"))
     monkeypatch.setattr(Image.Image, "save", real_save)

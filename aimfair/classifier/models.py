@@ -80,8 +80,14 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict[str, A
     """Write the weights to `path` (.safetensors) and `meta` plus the tensor shapes to the JSON sidecar."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    io.require_free_space(path.parent, sum(v.numel() * v.element_size() for v in state.values()), f"writing {path}")
     with io.atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+        try:
+            save_file(state, str(tmp))
+        except SafetensorError as e:  # safetensors reports a full disk in its own error type
+            if "space" in str(e).lower() or "storagefull" in str(e).lower():
+                raise io.disk_full(path) from None
+            raise
     sidecar = dict(meta, tensors={k: list(v.shape) for k, v in state.items()})
     io.write_json(path.with_suffix(".json"), sidecar)
 

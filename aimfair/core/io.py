@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,19 +23,68 @@ os.umask(_UMASK)  # reading the umask means setting it; put it back at once
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed onto `path` in one step."""
+    """Yield a temporary path beside `path`; on success it is renamed onto `path` in one step. The temporary
+    file's name holds the writer's process id, so remove_orphans can tell one left by a killed process. A
+    full disk is an AimfairError naming the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
         # mkstemp makes 0600 files (and some writers replace the file): give the usual permissions
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def disk_full(path: Path) -> AimfairError:
+    """The error for a write that the disk had no room for (nothing half-written is kept)."""
+    free = shutil.disk_usage(path.parent).free / 2**20
+    return AimfairError(f"the disk is full: {path} could not be written ({free:.0f} MB free in {path.parent}); "
+                        "free some space and run again (finished work is kept, and the stage resumes)")
+
+
+def require_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse, before writing, `what` of `needed` bytes into `folder` when the disk has not that much room
+    (and 5 % to spare)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed * 1.05:
+        raise AimfairError(f"not enough disk space for {what}: {needed / 2**20:.0f} MB needed, {free / 2**20:.0f} MB "
+                           f"free in {folder}; free some space (work/cache can go: make clean-cache) and run again")
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def remove_orphans(folder: str | os.PathLike) -> int:
+    """Remove the temporary files in `folder` whose writing process is gone (killed, or out of memory);
+    returns how many. Files of live processes stay: they may be writing right now."""
+    removed = 0
+    for path in Path(folder).glob(".*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextmanager

@@ -15,7 +15,6 @@ Folder layout: `{y}_{s}/{prompt index:03d}_{k:04d}.png`, `manifest.csv`.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -112,14 +111,8 @@ def write_image(path: Path, pixels: np.ndarray, rec: dict) -> None:
     """One PNG, atomically, with its record; a full disk is a clear error and leaves no partial file."""
     meta = PngImagePlugin.PngInfo()
     meta.add_text(RECORD_KEY, json.dumps(rec, sort_keys=True))
-    try:
-        with io.atomic_path(path) as tmp:
-            Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=meta)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise AimfairError(f"the disk is full writing {path}: free some space and run again; the images "
-                               "already written are kept and the run resumes where it stopped") from None
-        raise
+    with io.atomic_path(path) as tmp:  # a full disk: io names the file, and the images written are kept
+        Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=meta)
 
 
 def scan_pool(out: Path, jobs: Sequence[Job], info: GeneratorInfo) -> set[str]:

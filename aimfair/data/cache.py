@@ -84,12 +84,17 @@ def decoded_images(paths: list[Path], size: int, cache_dir: str | os.PathLike, b
 
     if not (pixel_file.exists() and ok_file.exists()):
         cache_dir.mkdir(parents=True, exist_ok=True)
+        io.remove_orphans(cache_dir)  # half-written arrays of killed processes
         for stale in cache_dir.glob(f"{which}_*_{size}px*.npy"):  # the same images before they changed
             stale.unlink(missing_ok=True)
+        shape = (len(paths), 3, size, size)
+        io.require_free_space(cache_dir, int(np.prod(shape)) + len(paths) + 4096, f"decoding {len(paths)} images")
         ok = np.ones(len(paths), dtype=bool)
         with io.atomic_path(pixel_file) as tmp:
             # np.save would append .npy to a temporary name, so open the memmap on the file itself
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            with open(tmp, "r+b") as f:  # claim the blocks now: a disk that fills later is an error, not SIGBUS
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
 
             def load(i: int) -> None:
                 try:
