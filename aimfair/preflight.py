@@ -7,17 +7,22 @@ file missing at the evaluation stage. The stages raise the same errors one by on
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from aimfair.classifier.models import imagenet_weights_path
 from aimfair.config import Params
+from aimfair.core import paths
 from aimfair.core.errors import AimfairError
+from aimfair.csdg.generators.tiny import load_tiny
 from aimfair.csdg.prompts.captions import check_caption_vocabulary
+from aimfair.csdg.prompts.promptfile import read_prompts_file
 from aimfair.data.celeba import ATTR_FILES, IMAGE_DIR, PARTITION_FILES, celeba_image_dir
 from aimfair.data.generator_pool import check_pool, generator_pool
 from aimfair.data.splits import make_split
+from aimfair.data.tinyfaces import world_attributes, write_labels
 from aimfair.data.utkface import utkface_image_dir
 
 
@@ -100,6 +105,18 @@ def _diffusion_problems(params: Params, root: Path) -> list[str]:
     return []
 
 
+def _builtin_model_problems(params: Params, root: Path) -> list[str]:
+    """Does the built-in model load (when it is there: the generator stage trains a missing one)?"""
+    folder = root / paths.generator_dir(params.generator.corpus)
+    if not (folder / "config.json").exists() and not (folder / "model.safetensors").exists():
+        return []
+    try:
+        load_tiny(folder)
+    except AimfairError as e:
+        return [str(e)]
+    return []
+
+
 def missing_inputs(params: Params, root: Path) -> list[str]:
     """Every input the setting in `params` needs that is absent or incomplete: dataset files, diffusion weights,
     ImageNet weights. Empty when all is in place."""
@@ -112,12 +129,23 @@ def missing_inputs(params: Params, root: Path) -> list[str]:
         problems = []
     if params.data.dataset != "tinyfaces" and not problems:  # the files are there: do the labels fill the split?
         problems += _split_problems(params, data_root)
+    if params.data.dataset == "tinyfaces":  # the world's labels follow from its config: no need to render it
+        with tempfile.TemporaryDirectory() as labels:
+            write_labels(labels, params.data.tinyfaces, world_attributes(params.data.tinyfaces))
+            problems += _split_problems(params, Path(labels))
     if params.generate.model != "builtin":
         problems += _diffusion_problems(params, root)
     else:
         from aimfair.csdg.generation import builtin_generator_problem
 
         problems += [problem for problem in [builtin_generator_problem(params, root)] if problem]
+        problems += _builtin_model_problems(params, root)
+    if params.prompts.backend == "file" and params.prompts.mode == "contextual":
+        try:
+            read_prompts_file(Path(params.prompts.file).expanduser() if Path(params.prompts.file).expanduser()
+                              .is_absolute() else root / params.prompts.file)
+        except AimfairError as e:
+            problems.append(str(e))
     if params.pretrain.pretrained == "imagenet" and not imagenet_weights_path().exists():
         problems.append(f"ImageNet weights for resnet18 not found at {imagenet_weights_path()}: copy "
                         "resnet18-f37072fd.pth there (or point TORCH_HOME at a folder with hub/checkpoints/)")

@@ -174,3 +174,41 @@ def test_the_check_command_prints_warnings_and_still_succeeds(tmp_path, monkeypa
     assert out.startswith("ready:")
     assert err == ("warning: images in data/celeba/img_align_celeba are 20x24 px, smaller than pretrain.input_size "
                    "32: they will be upscaled; use the full-size release (178x218 px) or lower pretrain.input_size\n")
+
+
+def test_the_built_in_worlds_split_is_checked_without_rendering_it(tmp_path):
+    from aimfair.config import parse_params
+
+    shipped = parse_params({"data": {"dataset": "tinyfaces", "root": "work/tinyfaces"}})
+    assert missing_inputs(shipped, tmp_path) == []
+    assert not (tmp_path / "work").exists()  # nothing rendered, nothing written
+    too_many = replace(shipped, data=replace(shipped.data, n_train=100000))
+    assert any("not enough images for the biased train split" in p for p in missing_inputs(too_many, tmp_path))
+    typo = replace(shipped, data=replace(shipped.data, target="Smilling"))
+    assert any("did you mean 'Smiling'" in p for p in missing_inputs(typo, tmp_path))
+
+
+def test_the_worlds_labels_without_pixels_are_the_rendered_worlds(tmp_path):
+    from aimfair.config import WorldConfig
+    from aimfair.data.tinyfaces import world_attributes, write_labels, write_world
+
+    cfg = WorldConfig(n_images=40, image_size=16)
+    write_world(tmp_path / "world", cfg, workers=1, progress=False)
+    write_labels(tmp_path / "labels", cfg, world_attributes(cfg))
+    for name in ("list_attr_celeba.txt", "list_eval_partition.txt"):
+        assert (tmp_path / "labels" / name).read_bytes() == (tmp_path / "world" / name).read_bytes()
+
+
+def test_check_loads_the_built_in_model_and_reads_the_prompts_file(tmp_path):
+    from aimfair.config import TinyConfig, parse_params
+    from aimfair.csdg.generators.tiny import TinyT2I, save_tiny
+
+    folder = tmp_path / "models" / "tinyfaces_t2i"
+    save_tiny(TinyT2I(TinyConfig(resolution=16, channels=(8, 16, 16), head_dim=8, max_tokens=16)), folder)
+    setting = parse_params({"data": {"dataset": "tinyfaces", "root": "work/tinyfaces"},
+                            "prompts": {"backend": "file", "file": "my_prompts.yaml"}})
+    (tmp_path / "my_prompts.yaml").write_text("0_0: [a woman]\n")  # three groups short
+    problems = missing_inputs(setting, tmp_path)
+    assert len(problems) == 1 and "my_prompts.yaml" in problems[0]
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert any("model.safetensors is damaged" in p for p in missing_inputs(setting, tmp_path))

@@ -324,6 +324,25 @@ def write_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), worker
             bar.update(len(chunk_rows))
     bar.close()
 
+    write_labels(out, cfg, rows)
+    names = [image_name(i) for i in range(cfg.n_images)]
+    meta = ["image_id," + ",".join(NUISANCES + ("mouth_lift", "teeth"))]
+    for name, a in zip(names, rows):
+        meta.append(name + "," + ",".join(f"{a[k]:.4f}" for k in NUISANCES + ("mouth_lift", "teeth")))
+    io.write_text(out / "tinyfaces_meta.csv", "\n".join(meta) + "\n")
+    io.write_json(done_marker, marker)  # written last: marks the world complete
+    return out
+
+
+def world_attributes(cfg: WorldConfig) -> list[dict[str, float]]:
+    """Every image's attributes, as write_world draws them, without drawing a pixel (aimfair check reads the
+    labels of a world not rendered yet)."""
+    return [sample_attributes(_image_rng(cfg.seed, i, 0), cfg) for i in range(cfg.n_images)]
+
+
+def write_labels(out: str | os.PathLike, cfg: WorldConfig, rows: list[dict[str, float]]) -> None:
+    """The world's label files in CelebA's format: list_attr_celeba.txt and list_eval_partition.txt."""
+    out = Path(out)
     names = [image_name(i) for i in range(cfg.n_images)]
     attr_lines = [str(cfg.n_images), " ".join(ATTRIBUTES)]
     for name, a in zip(names, rows):
@@ -331,12 +350,6 @@ def write_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), worker
     io.write_text(out / "list_attr_celeba.txt", "\n".join(attr_lines) + "\n")
     io.write_text(out / "list_eval_partition.txt",
                   "".join(f"{n} {partition_of(i, cfg)}\n" for i, n in enumerate(names)))
-    meta = ["image_id," + ",".join(NUISANCES + ("mouth_lift", "teeth"))]
-    for name, a in zip(names, rows):
-        meta.append(name + "," + ",".join(f"{a[k]:.4f}" for k in NUISANCES + ("mouth_lift", "teeth")))
-    io.write_text(out / "tinyfaces_meta.csv", "\n".join(meta) + "\n")
-    io.write_json(done_marker, marker)  # written last: marks the world complete
-    return out
 
 
 # ----------------------------------------------------------------------------- the text-to-image corpus
