@@ -310,7 +310,8 @@ class GenerateParams:
     guidance: float = 0.0  # 0: the model's default (built-in: 3; SD: 9, as the authors)
     resolution: int = 0  # 0: the model's default (built-in: its training size; SD: 224 as the authors)
     precision: str = "auto"  # built-in model: auto (bfloat16 where the hardware has it) | float32 | bfloat16
-    batch_size: int = 100
+    compute_batch: int = 0  # images computed at once, always; 0: the model's default (built-in: 25; SD: the preset's)
+    batch_size: int = 100  # images per work batch (sharding, resuming): the pool does not depend on it
     seed: int = 0  # the pool's base seed; every image's seed is hashed from it
     device: str = "auto"
     threads: int = 0
@@ -320,7 +321,7 @@ class GenerateParams:
         _check("generate.model", bool(self.model), "must be builtin or a model folder or id")
         _choice("generate.preset", self.preset, ("paper", "fast"))
         _choice("generate.precision", self.precision, ("auto", "float32", "bfloat16"))
-        for key in ("steps", "resolution", "threads"):
+        for key in ("steps", "resolution", "threads", "compute_batch"):
             _check(f"generate.{key}", getattr(self, key) >= 0, "must be 0 (the default) or more")
         _check("generate.guidance", self.guidance == 0 or self.guidance >= 1,
                "must be 0 (the default) or at least 1 (1 = no guidance)")

@@ -4,7 +4,7 @@ What it measures: images per second of `TinyGenerator.generate` (MiniLM encoding
 loop, conversion to uint8) for the committed checkpoint (models/tinyfaces_t2i) on the pipeline's own
 prompts, at several settings:
 
-* default: DDIM 25 steps, guidance 3, conditional and unconditional passes in one doubled batch of 100,
+* default: DDIM 25 steps, guidance 3, conditional and unconditional passes in one doubled batch,
   precision "auto" (bfloat16 autocast where the CPU has AMX / AVX512-BF16, else float32);
 * float32: the same in float32;
 * float32, unbatched guidance: the same images as float32 (checked), two UNet calls per step instead of
@@ -35,7 +35,7 @@ import torch
 from aimfair.config import load_params
 from aimfair.core import paths
 from aimfair.csdg.generation import pool_plan, read_prompts
-from aimfair.csdg.generators.tiny_sampling import load_tiny_generator
+from aimfair.csdg.generators.tiny_sampling import DEFAULT_BATCH, load_tiny_generator
 from aimfair.csdg.pool import plan_jobs
 
 SETTINGS = {
@@ -50,7 +50,7 @@ SETTINGS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=200, help="images per timed run")
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--compute-batch", type=int, default=DEFAULT_BATCH, help="images computed at once")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -63,7 +63,7 @@ def main() -> None:
     prompts = read_prompts(root)
     jobs = plan_jobs(prompts, {g: args.images // 4 for g in prompts}, base_seed=0)
     texts, seeds = [j.prompt for j in jobs], [j.seed for j in jobs]
-    generators = {name: load_tiny_generator(root / paths.GENERATOR, batch_size=args.batch_size, **kw)
+    generators = {name: load_tiny_generator(root / paths.GENERATOR, batch=args.compute_batch, **kw)
                   for name, kw in SETTINGS.items()}
     next(iter(generators.values())).generate(texts[:8], seeds[:8])  # warm-up: MiniLM and kernels
 
@@ -94,7 +94,7 @@ def main() -> None:
         args.json.write_text(json.dumps(dict(
             machine=dict(cpu_threads=torch.get_num_threads(), python=platform.python_version(),
                          torch=torch.__version__, auto_precision=generators[names[0]].info.precision),
-            images=len(texts), batch_size=args.batch_size, repeats=args.repeats, pool_images=pool,
+            images=len(texts), compute_batch=args.compute_batch, repeats=args.repeats, pool_images=pool,
             results=rows), indent=2) + "\n")
 
 

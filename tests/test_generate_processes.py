@@ -26,7 +26,7 @@ def make_root(folder: Path) -> Path:
     (folder / "dvc.yaml").write_text("stages: {}\n")
     params = {"data": {"n_train": 80, "tinyfaces": {"n_images": 400, "image_size": 32}},
               "synthetic": {"balanced_per_group": 6, "biased_size": 20},
-              "generate": {"batch_size": 4, "steps": 2, "device": "cpu"},
+              "generate": {"batch_size": 4, "compute_batch": 4, "steps": 2, "device": "cpu"},
               "fidelity": {"per_group": 20, "epochs": 1},
               "pretrain": {"input_size": 16, "epochs": 1, "milestones": [1], "batch_size": 32, "threads": 1}}
     (folder / "params.yaml").write_text(yaml.safe_dump(params))

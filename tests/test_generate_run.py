@@ -1,7 +1,9 @@
 """The generation runner: job plan, hashed seeds, atomic resumable pool, manifest, bad pool folders."""
 
+import dataclasses
 import errno
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,6 +107,35 @@ def test_changed_settings_regenerate_stale_images_and_drop_unwanted_ones(tmp_pat
     assert run.reused == 0 and run.generated == 16
     assert len(list(tmp_path.rglob("*.png"))) == 16
     assert set(read_manifest(tmp_path)["prompt"].str.endswith("edited")) == {True}
+
+
+def test_a_resumed_run_with_another_compute_batch_regenerates_every_image(tmp_path):
+    # the pixels depend on the compute batch, so a pool never mixes two of them
+    jobs = plan_jobs(PROMPTS, {g: 3 for g in GROUPS}, base_seed=0)
+    generate_pool(HashGenerator(), jobs, tmp_path, batch_size=4, progress=False)
+    other = HashGenerator()
+    other.info = dataclasses.replace(other.info, batch=5)
+    run = generate_pool(other, jobs, tmp_path, batch_size=4, progress=False)
+    assert run.reused == 0 and run.generated == 12
+    assert set(read_manifest(tmp_path)["batch"]) == {5}
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_builtin_models_pool_does_not_depend_on_the_work_batch(tmp_path, precision):
+    # the shipped model: kernels chosen by batch shape round differently (a batch of 8 and one of 20 gave
+    # different pixels for some images on the CPUs measured), so it always computes info.batch images at once
+    from aimfair.csdg.generators.tiny_sampling import load_tiny_generator
+
+    model = Path(__file__).resolve().parents[1] / "models" / "tinyfaces_t2i"
+    generator = load_tiny_generator(model, steps=2, batch=5, precision=precision)
+    jobs = plan_jobs(PROMPTS, {g: 4 for g in GROUPS}, base_seed=0)
+    pools = {}
+    for work_batch in (1, 3, 7, 16):
+        generate_pool(generator, jobs, tmp_path / str(work_batch), batch_size=work_batch, progress=False)
+        pools[work_batch] = pool_bytes(tmp_path / str(work_batch))
+    assert len(pools[1]) == 16 and all(pool == pools[1] for pool in pools.values())
+    alone = generator.generate([jobs[5].prompt], [jobs[5].seed])[0]
+    assert np.array_equal(alone, np.asarray(Image.open(tmp_path / "1" / jobs[5].path).convert("RGB")))
 
 
 def test_foreign_and_damaged_files_in_the_pool_are_clear_errors(tmp_path):

@@ -53,7 +53,7 @@ def generator(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("t2i")
     save_tiny(TinyT2I(SMALL), folder)
-    return load_tiny_generator(folder, steps=4, guidance=2.0, batch_size=3)
+    return load_tiny_generator(folder, steps=4, guidance=2.0, batch=3)
 
 
 def test_an_edit_depends_on_its_image_prompt_and_seed_only_and_keeps_the_image_at_low_strength(generator):

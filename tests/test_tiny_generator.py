@@ -106,7 +106,7 @@ def test_missing_or_mismatched_checkpoints_are_clear_errors(checkpoint, tmp_path
 
 
 def test_samples_depend_only_on_their_prompt_and_seed(checkpoint):
-    generator = load_tiny_generator(checkpoint, steps=3, guidance=3.0, batch_size=16)
+    generator = load_tiny_generator(checkpoint, steps=3, guidance=3.0, batch=16)
     prompts = ["a smiling man", "a woman not smiling", "a smiling lady, wearing glasses"]
     together = generator.generate(prompts, [1, 2, 3])
     assert together.shape == (3, 16, 16, 3) and together.dtype == np.uint8

@@ -91,7 +91,7 @@ def build_generator(params: Params, root: Path, device=None, steps: int | None =
     device = device if device is not None else setup_torch(g.threads, g.device)
     steps = steps or g.steps
     if g.model == "builtin":
-        from aimfair.csdg.generators.tiny_sampling import load_tiny_generator
+        from aimfair.csdg.generators.tiny_sampling import DEFAULT_BATCH, load_tiny_generator
 
         problem = builtin_generator_problem(params, root)
         if problem:
@@ -101,11 +101,11 @@ def build_generator(params: Params, root: Path, device=None, steps: int | None =
             raise AimfairError(f"no built-in generator trained on this dataset in {folder}: run the generator stage "
                                "first (dvc repro settings/dvc.yaml:generator@<setting>, or aimfair dataset-generator)")
         return load_tiny_generator(root / paths.generator_dir(params.generator.corpus), steps=steps or BUILTIN_STEPS,
-                                   guidance=g.guidance or BUILTIN_GUIDANCE, batch_size=g.batch_size,
+                                   guidance=g.guidance or BUILTIN_GUIDANCE, batch=g.compute_batch or DEFAULT_BATCH,
                                    device=device, resolution=g.resolution or None, precision=g.precision)
     from aimfair.csdg.generators.sd import load_stable_diffusion
 
-    # SD runs its preset's GPU batch (8 or 32) inside each of the runner's batches of generate.batch_size
+    # SD computes its preset's GPU batch (8 or 32) inside each of the runner's batches of generate.batch_size
     return load_stable_diffusion(g.model, revision=g.revision or None, preset=g.preset, device=str(device),
                                  resolution=g.resolution or None, steps=steps or None,
-                                 guidance=g.guidance or None)
+                                 guidance=g.guidance or None, batch_size=g.compute_batch or None)

@@ -1,10 +1,11 @@
 """The generation runner: a synthetic pool per group, resumable, identical whatever the batching.
 
 The pool is a job list: image i of group g uses prompt i mod P (P prompts per group) as its k-th image,
-k = i div P, with a seed hashed from (base seed, group, prompt index, k). Jobs are cut into fixed batches
-in job order, and processes take whole batches (accelerate's split_between_processes), so every image
-is computed in the same batch with the same neighbours however many processes run: the pool is the same
-for 1 process or 8.
+k = i div P, with a seed hashed from (base seed, group, prompt index, k). Jobs are cut into work batches
+of `generate.batch_size` in job order, the unit of resuming, and processes take whole batches
+(accelerate's split_between_processes). The generator computes `info.batch` images at a time whatever it
+is handed (aimfair.csdg.generators.base), so the pool is the same for any work batch and for 1 process
+or 8, in float32 and in bfloat16 (tests/test_generate_processes.py).
 
 Each image is a PNG written atomically, carrying its own record (prompt, seed, model, sampler...) in a
 text chunk. A restarted run reads the records and generates only what is missing or stale, so killing a

@@ -17,8 +17,8 @@ Seeds. The starting noise of image i is drawn from its own CPU torch.Generator s
 (base.initial_noise) in float32 and then moved to the device and dtype, so it is the same on every device,
 in every dtype and in every batch. Both samplers are deterministic from there (DDIM with eta 0 and
 DPM-Solver++ add no noise while sampling), so an image depends only on its prompt, its seed and the
-settings, up to floating-point differences between batch sizes (a grey level at most on the CPU; see
-tests/test_sd.py).
+settings. The UNet always sees the preset's batch (`batch_size`, recorded as info.batch; the last batch is
+filled with copies that are dropped), because kernels chosen by batch shape round differently.
 
 The safety checker is not loaded: it is not part of the paper's protocol, local folders often lack it, and
 it would silently black out some images of the pool.
@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 
 from aimfair.core.errors import AimfairError
-from aimfair.csdg.generators.base import GeneratorInfo, initial_noise
+from aimfair.csdg.generators.base import GeneratorInfo, in_fixed_batches, initial_noise
 
 DEFAULT_RESOLUTION = 224  # the classifier's input size: the authors resize every generated image to it
 
@@ -228,10 +228,9 @@ def resize_images(images: np.ndarray, resolution: int) -> np.ndarray:
 class StableDiffusionGenerator:
     """A loaded Stable Diffusion pipeline ready to sample (the Generator interface of aimfair.csdg.generators.base)."""
 
-    def __init__(self, pipe, info: GeneratorInfo, size: int, batch_size: int, device: torch.device,
-                 dtype: torch.dtype, preset: str, pad_batches: bool = False):
-        self.pipe, self.info, self.size, self.batch_size = pipe, info, size, batch_size
-        self.device, self.dtype, self.preset, self.pad_batches = device, dtype, preset, pad_batches
+    def __init__(self, pipe, info: GeneratorInfo, size: int, device: torch.device, dtype: torch.dtype, preset: str):
+        self.pipe, self.info, self.size = pipe, info, size  # info.batch images go through the UNet at once
+        self.device, self.dtype, self.preset = device, dtype, preset
         self.latent_shape = (pipe.unet.config.in_channels, size // pipe.vae_scale_factor,
                              size // pipe.vae_scale_factor)
         self._img2img = None  # the image-to-image pipeline on the same weights, built on first use
@@ -240,22 +239,14 @@ class StableDiffusionGenerator:
         """uint8 images (N, R, R, 3), R = info.resolution; image i depends only on prompts[i] and seeds[i]."""
         if len(prompts) != len(seeds):
             raise ValueError(f"one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds")
-        out = [self._batch(list(prompts[i:i + self.batch_size]), list(seeds[i:i + self.batch_size]))
-               for i in range(0, len(prompts), self.batch_size)]
-        r = self.info.resolution
-        return np.concatenate(out) if out else np.zeros((0, r, r, 3), np.uint8)
+        return in_fixed_batches(self._batch, [list(prompts), list(seeds)], self.info.batch, self.info.resolution)
 
     @torch.inference_mode()
     def _batch(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
-        n = len(prompts)
-        if self.pad_batches and n < self.batch_size:
-            # a compiled UNet recompiles for every new batch shape: fill the last batch with copies, drop them after
-            prompts = prompts + [prompts[-1]] * (self.batch_size - n)
-            seeds = seeds + [seeds[-1]] * (self.batch_size - n)
         latents = initial_noise(seeds, self.latent_shape, dtype=self.dtype, device=self.device)
         images = self.pipe(prompt=prompts, height=self.size, width=self.size, latents=latents,
                            num_inference_steps=self.info.steps, guidance_scale=self.info.guidance, eta=0.0,
-                           output_type="np").images[:n]
+                           output_type="np").images
         # float in [0, 1] -> uint8 as diffusers' own PIL conversion rounds it, then the authors' resize
         pixels = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
         return resize_images(pixels, self.info.resolution)
@@ -273,11 +264,8 @@ class StableDiffusionGenerator:
 
             self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
             self._img2img.set_progress_bar_config(disable=True)
-        out = [self._edit_batch(images[i:i + self.batch_size], list(prompts[i:i + self.batch_size]),
-                                list(seeds[i:i + self.batch_size]), strength)
-               for i in range(0, len(prompts), self.batch_size)]
-        r = self.info.resolution
-        return np.concatenate(out) if out else np.zeros((0, r, r, 3), np.uint8)
+        return in_fixed_batches(lambda x, p, s: self._edit_batch(x, p, s, strength),
+                                [images, list(prompts), list(seeds)], self.info.batch, self.info.resolution)
 
     @torch.inference_mode()
     def _edit_batch(self, images: np.ndarray, prompts: list[str], seeds: list[int], strength: float) -> np.ndarray:
@@ -392,6 +380,6 @@ def load_stable_diffusion(model: str | os.PathLike, revision: str | None = None,
 
     info = GeneratorInfo(model=str(model), revision=commit or revision or weights_fingerprint(folder, components),
                          sampler=settings.sampler, steps=settings.steps, guidance=float(settings.guidance),
-                         resolution=resolution, precision=str(torch_dtype).removeprefix("torch."))
-    return StableDiffusionGenerator(pipe, info, size=size, batch_size=settings.batch_size, device=device,
-                                    dtype=torch_dtype, preset=preset, pad_batches=compile)
+                         resolution=resolution, precision=str(torch_dtype).removeprefix("torch."),
+                         batch=settings.batch_size)
+    return StableDiffusionGenerator(pipe, info, size=size, device=device, dtype=torch_dtype, preset=preset)
