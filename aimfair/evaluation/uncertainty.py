@@ -1,0 +1,168 @@
+"""Confidence intervals for the fairness metrics, and paired comparisons between strategies.
+
+Every metric of aimfair.evaluation.metrics is a function of four counts per run: how many test images of
+each (y, s) group the model gets right (a group's positive predictions are its correct ones when y = 1 and
+its wrong ones when y = 0). So a bootstrap only has to resample those counts, and it does so in the way the
+test set was drawn:
+
+* **Images, stratified.** A replicate draws each group's images with replacement, keeping the group's size
+  (the test split fixes the group sizes). The same draw serves every run, because every run is evaluated
+  on the same images: differences between strategies stay paired.
+* **Seeds.** For a mean over seeds, a replicate also draws the seeds with replacement (a two-level
+  bootstrap), the same seeds for every strategy. The mean is aggregated as the tables aggregate it (group
+  accuracies averaged over seeds, WST and STD of those averages).
+
+Intervals are percentile intervals of `evaluate.bootstrap` replicates. A paired comparison reports the
+difference of the aggregated metric between two strategies, its interval, and a two-sided bootstrap
+p-value: twice the share of replicates on the far side of zero (at most 1). With 3 seeds, the seed level
+has only 10 distinct draws, so its share of the interval is rough: more seeds narrow it (docs/statistics.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from aimfair.config import MIN_BOOTSTRAP
+from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS, parse_group_key
+
+LEVEL = 0.95
+METRICS = ("acc_0_0", "acc_0_1", "acc_1_0", "acc_1_1", "ACC", "WST", "EO_paper", "STD", "EO_code", "DP")
+_SEED_MEANS = ("ACC", "EO_paper", "EO_code", "DP")  # averaged over seeds; WST and STD come from the group means
+
+
+@dataclass
+class Replicates:
+    """Correct counts per (y, s) group for every run, in the data and in each bootstrap replicate."""
+
+    runs: list[tuple[str, int]]  # (strategy, seed), one per column of the counts
+    sizes: dict[str, int]  # images per group
+    observed: dict[str, np.ndarray]  # group -> (runs,) correct counts on the test set itself
+    images: dict[str, np.ndarray]  # group -> (replicates, runs) correct counts after resampling images
+    seed_weights: np.ndarray  # (replicates, seeds): how often each seed is drawn
+    seeds: list[int]
+
+    @property
+    def n(self) -> int:
+        return len(self.seed_weights)
+
+
+def bootstrap(predictions: pd.DataFrame, replicates: int, seed: int = 0) -> Replicates:
+    """Resample the test images (stratified by group, shared by every run) and the seeds.
+
+    `predictions` holds one row per (strategy, seed, image): strategy, seed, image_id, y, s, pred.
+    """
+    if replicates < MIN_BOOTSTRAP:
+        raise AimfairError(f"evaluate.bootstrap must be at least {MIN_BOOTSTRAP} replicates, got {replicates}: "
+                           "fewer leave a handful of replicates in each 2.5 % tail (2000 is the default)")
+    runs = list(predictions.groupby(["strategy", "seed"], sort=False).groups)
+    correct = (predictions["pred"] == predictions["y"]).to_numpy()
+    table = predictions.assign(correct=correct.astype(float)).pivot(index="image_id", columns=["strategy", "seed"],
+                                                                    values="correct")
+    if table.isna().any().any():
+        missing = [f"{name} seed {s}" for (name, s), col in table.items() if col.isna().any()]
+        raise AimfairError(f"not every run was evaluated on the same images ({', '.join(missing[:3])} lack some): "
+                           "evaluate them on one split")
+    table = table[runs]
+    labels = predictions.drop_duplicates("image_id").set_index("image_id").loc[table.index]
+    rng = np.random.default_rng(seed)
+    sizes, observed, images = {}, {}, {}
+    for g in GROUPS:
+        y, s = parse_group_key(g)
+        rows = table.to_numpy()[((labels["y"] == y) & (labels["s"] == s)).to_numpy()]  # (images, runs) 0/1
+        if not len(rows):
+            raise AimfairError(f"group (y={y}, s={s}) has no test images: metrics need all four groups")
+        sizes[g] = len(rows)
+        observed[g] = rows.sum(axis=0)
+        draws = rng.multinomial(len(rows), np.full(len(rows), 1 / len(rows)), size=replicates)
+        images[g] = draws @ rows
+    seeds = sorted({s for _, s in runs})
+    seed_weights = rng.multinomial(len(seeds), np.full(len(seeds), 1 / len(seeds)), size=replicates)
+    return Replicates(runs, sizes, observed, images, seed_weights, seeds)
+
+
+def metrics_from_counts(correct: dict[str, np.ndarray], sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """fairness_metrics' values (percent) from correct counts per group, for arrays of any shape."""
+    acc = {g: 100.0 * correct[g] / sizes[g] for g in GROUPS}
+    stacked = np.stack([acc[g] for g in GROUPS])
+    # TPR_s = acc of (1, s); FPR_s = 100 - acc of (0, s)
+    d_tpr = np.abs(acc["1_1"] - acc["1_0"])
+    d_fpr = np.abs(acc["0_0"] - acc["0_1"])
+    positives = {s: correct[f"1_{s}"] + sizes[f"0_{s}"] - correct[f"0_{s}"] for s in (0, 1)}
+    share = {s: positives[s] / (sizes[f"1_{s}"] + sizes[f"0_{s}"]) for s in (0, 1)}
+    out = {f"acc_{g}": acc[g] for g in GROUPS}
+    out.update(ACC=100.0 * sum(correct[g] for g in GROUPS) / sum(sizes.values()), WST=stacked.min(axis=0),
+               STD=stacked.std(axis=0), EO_code=(d_tpr + d_fpr) / 2, EO_paper=np.maximum(d_tpr, d_fpr),
+               DP=100.0 * np.abs(share[1] - share[0]))
+    return out
+
+
+def per_run_intervals(rep: Replicates, level: float = LEVEL) -> pd.DataFrame:
+    """One row per (strategy, seed): every metric's interval over resampled images (seeds fixed)."""
+    values = metrics_from_counts(rep.images, rep.sizes)  # each (replicates, runs)
+    rows = []
+    for i, (name, seed) in enumerate(rep.runs):
+        row = dict(strategy=name, seed=seed)
+        for key in METRICS:
+            row[f"{key}_lo"], row[f"{key}_hi"] = _percentiles(values[key][:, i], level)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregated(rep: Replicates, strategy: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """A strategy's metrics aggregated over seeds as the tables do, on the data and in every replicate."""
+    columns = [i for i, (name, _) in enumerate(rep.runs) if name == strategy]
+    if not columns:
+        raise AimfairError(f"strategy {strategy!r} was not evaluated")
+    seeds = [rep.runs[i][1] for i in columns]
+    if sorted(seeds) != rep.seeds:
+        raise AimfairError(f"strategy {strategy} was run on seeds {sorted(seeds)}, the others on {rep.seeds}: "
+                           "comparisons need the same seeds; train the missing ones or drop them from seeds")
+    order = [columns[seeds.index(s)] for s in rep.seeds]
+    point = _over_seeds(metrics_from_counts({g: rep.observed[g][order] for g in GROUPS}, rep.sizes),
+                        np.ones((1, len(order))))
+    draws = _over_seeds(metrics_from_counts({g: rep.images[g][:, order] for g in GROUPS}, rep.sizes),
+                        rep.seed_weights)
+    return {k: float(v[0]) for k, v in point.items()}, draws
+
+
+def _over_seeds(per_seed: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Seed-weighted aggregation of per-seed metrics (shape (replicates, seeds) or (seeds,))."""
+    w = weights / weights.sum(axis=1, keepdims=True)  # (replicates, seeds)
+    mean = {k: (w * np.atleast_2d(v)).sum(axis=1) for k, v in per_seed.items()}
+    groups = np.stack([mean[f"acc_{g}"] for g in GROUPS])
+    out = {f"acc_{g}": mean[f"acc_{g}"] for g in GROUPS}
+    out.update(WST=groups.min(axis=0), STD=groups.std(axis=0), **{k: mean[k] for k in _SEED_MEANS})
+    return out
+
+
+def aggregate_intervals(rep: Replicates, strategies: list[str], level: float = LEVEL) -> dict[str, dict]:
+    """Per strategy: each metric aggregated over seeds, with its two-level bootstrap interval."""
+    out = {}
+    for name in strategies:
+        point, draws = aggregated(rep, name)
+        out[name] = {k: dict(value=point[k], lo=lo, hi=hi)
+                     for k in METRICS for lo, hi in [_percentiles(draws[k], level)]}
+    return out
+
+
+def compare(rep: Replicates, strategy: str, reference: str, metrics: tuple[str, ...] = ("ACC", "WST", "EO_paper"),
+            level: float = LEVEL) -> dict[str, dict]:
+    """strategy minus reference, aggregated over seeds: the difference, its interval and a bootstrap p-value."""
+    point_a, draws_a = aggregated(rep, strategy)
+    point_b, draws_b = aggregated(rep, reference)
+    out = {}
+    for key in metrics:
+        diff = draws_a[key] - draws_b[key]
+        lo, hi = _percentiles(diff, level)
+        p = min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
+        out[key] = dict(difference=point_a[key] - point_b[key], lo=lo, hi=hi, p=float(p))
+    return out
+
+
+def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
+    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
