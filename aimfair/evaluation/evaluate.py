@@ -31,8 +31,9 @@ from aimfair.strategies.registry import FAMILIES, STRATEGIES, checkpoint_path, c
 
 ACC_TOLERANCE = 2.0  # points of ACC a fairer model may lose against the baseline and still count as a win
 REFERENCES = ("baseline", "full_ft")  # every strategy is compared with each of these that was evaluated
-INTERVAL_KIND = ("95 % percentile intervals of a two-level bootstrap: seeds drawn with replacement, then test "
-                 "images within each (y, s) group, the same draw for every strategy")
+INTERVAL_KIND = ("95 % t intervals over seeds (n - 1 degrees of freedom) whose standard error adds the variance "
+                 "over test images (a bootstrap within each (y, s) group, seeds fixed) and over seeds "
+                 "(docs/statistics.md)")
 
 
 @dataclass
@@ -224,12 +225,12 @@ def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Pat
             "Aggregated as in the paper: group accuracies averaged over seeds, WST and STD of those averages, "
             "ACC and EO averaged over seeds. EO is the paper's printed definition (max of the TPR and FPR gaps); "
             "EO (code) is the authors' code (their mean). In brackets: " + INTERVAL_KIND +
-            f" ({params.evaluate.bootstrap} replicates).\n\n" +
+            f"; {params.evaluate.bootstrap} bootstrap replicates.\n\n" +
             markdown_table(with_intervals(paper, result.intervals)) +
             "\nMean ± std over seeds:\n\n" + markdown_table(spread))
     if len(compared):
         text += ("\nDifferences, strategy minus reference, aggregated over seeds as above, with their 95 % interval "
-                 "and a two-sided bootstrap p-value (EO as printed: below zero is fairer). A seed counts as improved "
+                 "and the t test's two-sided p-value (EO as printed: below zero is fairer). A seed counts as improved "
                  f"when WST rises, EO falls and ACC drops by at most {ACC_TOLERANCE:g} points against the baseline."
                  "\n\n" + markdown_table(compared.set_index("comparison").map(difference_cell)
                                          .drop(columns=[] if (compared["seeds improved"] != "").any()

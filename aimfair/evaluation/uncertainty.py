@@ -2,20 +2,21 @@
 
 Every metric of aimfair.evaluation.metrics is a function of four counts per run: how many test images of
 each (y, s) group the model gets right (a group's positive predictions are its correct ones when y = 1 and
-its wrong ones when y = 0). So a bootstrap only has to resample those counts, and it does so in the way the
-test set was drawn:
+its wrong ones when y = 0). So a bootstrap only has to resample those counts.
 
-* **Images, stratified.** A replicate draws each group's images with replacement, keeping the group's size
-  (the test split fixes the group sizes). The same draw serves every run, because every run is evaluated
-  on the same images: differences between strategies stay paired.
-* **Seeds.** For a mean over seeds, a replicate also draws the seeds with replacement (a two-level
-  bootstrap), the same seeds for every strategy. The mean is aggregated as the tables aggregate it (group
-  accuracies averaged over seeds, WST and STD of those averages).
+* **One run** (a strategy and a seed): a percentile interval over test images resampled within each
+  group, keeping the group sizes the test split fixed.
+* **Over seeds** (the tables' aggregation: group accuracies averaged over seeds, WST and STD of those
+  averages, ACC and EO seed means): a Student t interval with n - 1 degrees of freedom (n seeds). Its
+  standard error adds two variances: over test images (the image bootstrap with the seeds fixed, one
+  draw shared by every seed and strategy, since they all see the same images) and over seeds (a bootstrap
+  of the seeds with the images fixed, times n / (n - 1), which makes it the usual s^2 / n). A percentile
+  bootstrap over 3 seeds would be far too narrow: it has 10 distinct draws and shrinks the seed variance
+  by (n - 1) / n. With one seed, the interval is the image bootstrap's alone.
+* **Paired comparisons**: the same for the difference of the aggregated metric between two strategies,
+  on the same seeds and the same resampled images, with the t test's two-sided p-value.
 
-Intervals are percentile intervals of `evaluate.bootstrap` replicates. A paired comparison reports the
-difference of the aggregated metric between two strategies, its interval, and a two-sided bootstrap
-p-value: twice the share of replicates on the far side of zero (at most 1). With 3 seeds, the seed level
-has only 10 distinct draws, so its share of the interval is rough: more seeds narrow it (docs/statistics.md).
+Intervals of percentages are clipped to [0, 100].
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from aimfair.config import MIN_BOOTSTRAP
 from aimfair.core.errors import AimfairError
@@ -112,7 +114,18 @@ def per_run_intervals(rep: Replicates, level: float = LEVEL) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def aggregated(rep: Replicates, strategy: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+@dataclass
+class Aggregate:
+    """A strategy's metrics aggregated over seeds: on the data, with the test images resampled (seeds fixed),
+    and with the seeds resampled (images fixed); each draw is (replicates,)."""
+
+    value: dict[str, float]
+    over_images: dict[str, np.ndarray]
+    over_seeds: dict[str, np.ndarray]
+    n_seeds: int
+
+
+def aggregated(rep: Replicates, strategy: str) -> Aggregate:
     """A strategy's metrics aggregated over seeds as the tables do, on the data and in every replicate."""
     columns = [i for i, (name, _) in enumerate(rep.runs) if name == strategy]
     if not columns:
@@ -122,11 +135,11 @@ def aggregated(rep: Replicates, strategy: str) -> tuple[dict[str, float], dict[s
         raise AimfairError(f"strategy {strategy} was run on seeds {sorted(seeds)}, the others on {rep.seeds}: "
                            "comparisons need the same seeds; train the missing ones or drop them from seeds")
     order = [columns[seeds.index(s)] for s in rep.seeds]
-    point = _over_seeds(metrics_from_counts({g: rep.observed[g][order] for g in GROUPS}, rep.sizes),
-                        np.ones((1, len(order))))
-    draws = _over_seeds(metrics_from_counts({g: rep.images[g][:, order] for g in GROUPS}, rep.sizes),
-                        rep.seed_weights)
-    return {k: float(v[0]) for k, v in point.items()}, draws
+    observed = metrics_from_counts({g: rep.observed[g][order] for g in GROUPS}, rep.sizes)
+    resampled = metrics_from_counts({g: rep.images[g][:, order] for g in GROUPS}, rep.sizes)
+    equal = np.ones((1, len(order)))
+    value = {k: float(v[0]) for k, v in _over_seeds(observed, equal).items()}
+    return Aggregate(value, _over_seeds(resampled, equal), _over_seeds(observed, rep.seed_weights), len(order))
 
 
 def _over_seeds(per_seed: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -140,27 +153,42 @@ def _over_seeds(per_seed: dict[str, np.ndarray], weights: np.ndarray) -> dict[st
 
 
 def aggregate_intervals(rep: Replicates, strategies: list[str], level: float = LEVEL) -> dict[str, dict]:
-    """Per strategy: each metric aggregated over seeds, with its two-level bootstrap interval."""
+    """Per strategy: each metric aggregated over seeds, with its 95 % interval (value, lo, hi)."""
     out = {}
     for name in strategies:
-        point, draws = aggregated(rep, name)
-        out[name] = {k: dict(value=point[k], lo=lo, hi=hi)
-                     for k in METRICS for lo, hi in [_percentiles(draws[k], level)]}
+        agg = aggregated(rep, name)
+        out[name] = {}
+        for key in METRICS:
+            lo, hi, _ = _t_interval(agg.value[key], agg.over_images[key], agg.over_seeds[key], agg.n_seeds, level)
+            out[name][key] = dict(value=agg.value[key], lo=max(lo, 0.0), hi=min(hi, 100.0))
     return out
 
 
 def compare(rep: Replicates, strategy: str, reference: str, metrics: tuple[str, ...] = ("ACC", "WST", "EO_paper"),
             level: float = LEVEL) -> dict[str, dict]:
-    """strategy minus reference, aggregated over seeds: the difference, its interval and a bootstrap p-value."""
-    point_a, draws_a = aggregated(rep, strategy)
-    point_b, draws_b = aggregated(rep, reference)
+    """strategy minus reference, aggregated over seeds: the difference, its interval and p-value."""
+    a, b = aggregated(rep, strategy), aggregated(rep, reference)
     out = {}
     for key in metrics:
-        diff = draws_a[key] - draws_b[key]
-        lo, hi = _percentiles(diff, level)
-        p = min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
-        out[key] = dict(difference=point_a[key] - point_b[key], lo=lo, hi=hi, p=float(p))
+        difference = a.value[key] - b.value[key]
+        lo, hi, p = _t_interval(difference, a.over_images[key] - b.over_images[key],
+                                a.over_seeds[key] - b.over_seeds[key], a.n_seeds, level)
+        out[key] = dict(difference=difference, lo=lo, hi=hi, p=p)
     return out
+
+
+def _t_interval(value: float, over_images: np.ndarray, over_seeds: np.ndarray, n_seeds: int,
+                level: float) -> tuple[float, float, float]:
+    """(lo, hi, two-sided p-value of value = 0): a t interval whose variance adds the images' and the seeds'
+    (module docstring); with one seed, the images' percentile interval and a bootstrap p-value."""
+    if n_seeds < 2:
+        lo, hi = _percentiles(over_images, level)
+        return lo, hi, float(min(1.0, 2 * min(np.mean(over_images <= 0), np.mean(over_images >= 0))))
+    se = float(np.sqrt(over_images.var() + over_seeds.var() * n_seeds / (n_seeds - 1)))
+    if se == 0:
+        return value, value, 1.0 if value == 0 else 0.0
+    half = stats.t.ppf(0.5 + level / 2, n_seeds - 1) * se
+    return value - half, value + half, float(2 * stats.t.sf(abs(value) / se, n_seeds - 1))
 
 
 def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
