@@ -63,7 +63,7 @@ def with_intervals(frame: pd.DataFrame, intervals: Mapping[str, Mapping], digits
     return out
 
 
-def with_interval_columns(frame: pd.DataFrame, intervals: Mapping[str, Mapping], digits: int = 2) -> pd.DataFrame:
+def with_interval_columns(frame: pd.DataFrame, intervals: Mapping[str, Mapping], digits: int = 4) -> pd.DataFrame:
     """paper_table's frame with a "<header> lo" and "<header> hi" column after each summary column."""
     out = frame.copy()
     for header, key in INTERVAL_HEADERS.items():
