@@ -137,3 +137,13 @@ def test_the_report_carries_intervals_and_comparisons(tmp_path):
     assert wst["against"]["baseline"]["WST"]["lo"] > 0 and wst["against"]["baseline"]["WST"]["p"] < 0.01
     assert {"WST_lo", "WST_hi", "EO_paper_lo"} <= set(pd.read_csv(files["per_seed"]).columns)
     assert {"WST lo", "WST hi"} <= set(pd.read_csv(files["table_csv"]).columns)
+
+
+def test_each_strategy_is_compared_once_with_each_reference():
+    from aimfair.evaluation.evaluate import reference_pairs
+
+    assert reference_pairs(["baseline", "full_ft", "aimfair"]) == [
+        ("full_ft", "baseline"), ("aimfair", "baseline"), ("aimfair", "full_ft")]
+    assert reference_pairs(["baseline", "random_selection", "aimfair"], ("aimfair", "baseline")) == [
+        ("baseline", "aimfair"), ("random_selection", "aimfair"), ("random_selection", "baseline")]
+    assert reference_pairs(["synthetic_only", "aimfair"]) == []  # no reference evaluated: nothing to compare

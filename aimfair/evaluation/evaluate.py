@@ -180,17 +180,18 @@ def comparisons(rep: Replicates, pairs: list[tuple[str, str]], per_seed: pd.Data
 
 
 def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Path = paths.REPORTS,
-                     shown: list[str] | None = None, pairs: list[tuple[str, str]] | None = None) -> dict[str, Path]:
+                     shown: list[str] | None = None, pairs: list[tuple[str, str]] | None = None,
+                     references: tuple[str, ...] = REFERENCES) -> dict[str, Path]:
     """metrics.json (DVC metrics), per_seed.csv (DVC plots) and the paper's table layout (markdown + CSV) in
     `folder`, with 95 % intervals and paired comparisons: `pairs` of (strategy, reference), by default every
-    shown strategy against the baseline and full_ft. The table shows `shown` (default: every evaluated
+    shown strategy against each of `references`. The table shows `shown` (default: every evaluated
     strategy); the others, the variants of families, follow in a table of their own."""
     reports = root / folder
     shown = shown or list(result.aggregate)
     rest = [name for name in result.aggregate if name not in shown]
     rep = add_intervals(result, params)
     if pairs is None:
-        pairs = reference_pairs([name for name in shown if name in result.intervals])
+        pairs = reference_pairs([name for name in shown if name in result.intervals], references)
     compared = comparisons(rep, pairs, result.per_seed)
     d = params.data
     setting = f"{d.dataset} {d.target}/{d.sensitive} bias {d.bias_degree}"
