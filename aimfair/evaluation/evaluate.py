@@ -31,9 +31,16 @@ from aimfair.strategies.registry import FAMILIES, STRATEGIES, checkpoint_path, c
 
 ACC_TOLERANCE = 2.0  # points of ACC a fairer model may lose against the baseline and still count as a win
 REFERENCES = ("baseline", "full_ft")  # every strategy is compared with each of these that was evaluated
-INTERVAL_KIND = ("95 % t intervals over seeds (n - 1 degrees of freedom) whose standard error adds the variance "
-                 "over test images (a bootstrap within each (y, s) group, seeds fixed) and over seeds "
-                 "(docs/statistics.md)")
+COMPARED = {"ACC": "ΔACC", "WST": "ΔWST", "EO_paper": "ΔEO"}  # metric -> its column in the comparison table
+
+
+def interval_kind(n_seeds: int) -> str:
+    """What the brackets of a table hold, in words (aimfair.evaluation.uncertainty; docs/statistics.md)."""
+    if n_seeds < 2:
+        return ("95 % percentile intervals over test images resampled within each (y, s) group (one seed: "
+                "training noise is not measured)")
+    return ("95 % t intervals over the seeds whose variance adds the spread between seeds and the test-image "
+            "noise they share (a bootstrap within each (y, s) group; docs/statistics.md)")
 
 
 @dataclass
@@ -165,18 +172,22 @@ def reference_pairs(names: list[str], references: tuple[str, ...] = REFERENCES) 
             if name not in present[:k + 1]]
 
 
-def comparisons(rep: Replicates, pairs: list[tuple[str, str]], per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Per (strategy, reference): ACC, WST and EO differences aggregated over seeds, with interval and
-    bootstrap p-value; against the baseline also the seeds it improved."""
+def comparisons(rep: Replicates, pairs: list[tuple[str, str]], per_seed: pd.DataFrame) -> list[dict]:
+    """Per (strategy, reference): the ACC, WST and EO differences aggregated over seeds, each with interval
+    and p-value (uncertainty.compare), and against the baseline the seeds it improved."""
     wins = seeds_improved(per_seed) if any(reference == "baseline" for _, reference in pairs) else {}
-    rows = []
-    for name, reference in pairs:
-        row = {"comparison": f"{name} − {reference}"}
-        for key, diff in compare(rep, name, reference).items():
-            row[f"Δ{'EO' if key == 'EO_paper' else key}"] = diff
-        row["seeds improved"] = wins.get(name, "") if reference == "baseline" else ""
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["comparison", "ΔACC", "ΔWST", "ΔEO", "seeds improved"])
+    return [dict(strategy=name, reference=reference, differences=compare(rep, name, reference, tuple(COMPARED)),
+                 seeds_improved=wins.get(name, "") if reference == "baseline" else "")
+            for name, reference in pairs]
+
+
+def comparison_table(compared: list[dict]) -> pd.DataFrame:
+    """The comparisons as the report prints them: "1.78 [0.9, 2.7] p=0.004" per metric."""
+    rows = [{"comparison": f"{c['strategy']} − {c['reference']}",
+             **{column: difference_cell(c["differences"][key]) for key, column in COMPARED.items()},
+             "seeds improved": c["seeds_improved"]} for c in compared]
+    table = pd.DataFrame(rows).set_index("comparison")
+    return table if (table["seeds improved"] != "").any() else table.drop(columns=["seeds improved"])
 
 
 def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Path = paths.REPORTS,
@@ -199,11 +210,9 @@ def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Pat
                           mean=agg["mean"], std=agg["std"]) for name, agg in result.aggregate.items()}
     for name, intervals in result.intervals.items():
         metrics[name]["interval"] = {k: [round(v["lo"], 4), round(v["hi"], 4)] for k, v in intervals.items()}
-    for row in compared.to_dict("records"):
-        name, reference = row["comparison"].split(" − ")
-        metrics[name].setdefault("against", {})[reference] = {
-            k.removeprefix("Δ").replace("EO", "EO_paper"): {f: round(v, 4) for f, v in row[k].items()}
-            for k in row if k.startswith("Δ")}
+    for c in compared:
+        metrics[c["strategy"]].setdefault("against", {})[c["reference"]] = {
+            key: {field: round(v, 4) for field, v in diff.items()} for key, diff in c["differences"].items()}
     fidelity = read_fidelity_report(root)
     warning = fidelity_warning(fidelity) if fidelity else None
     if fidelity:  # beside the strategies, so that `dvc metrics show` shows it too
@@ -225,17 +234,15 @@ def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Pat
             f"{params.evaluate.split} split, {len(params.seeds)} seed(s)\n\n"
             "Aggregated as in the paper: group accuracies averaged over seeds, WST and STD of those averages, "
             "ACC and EO averaged over seeds. EO is the paper's printed definition (max of the TPR and FPR gaps); "
-            "EO (code) is the authors' code (their mean). In brackets: " + INTERVAL_KIND +
+            "EO (code) is the authors' code (their mean). In brackets: " + interval_kind(len(params.seeds)) +
             f"; {params.evaluate.bootstrap} bootstrap replicates.\n\n" +
             markdown_table(with_intervals(paper, result.intervals)) +
             "\nMean ± std over seeds:\n\n" + markdown_table(spread))
-    if len(compared):
+    if compared:
         text += ("\nDifferences, strategy minus reference, aggregated over seeds as above, with their 95 % interval "
-                 "and the t test's two-sided p-value (EO as printed: below zero is fairer). A seed counts as improved "
-                 f"when WST rises, EO falls and ACC drops by at most {ACC_TOLERANCE:g} points against the baseline."
-                 "\n\n" + markdown_table(compared.set_index("comparison").map(difference_cell)
-                                         .drop(columns=[] if (compared["seeds improved"] != "").any()
-                                               else ["seeds improved"])))
+                 "and p-value (not corrected for the number of comparisons; EO as printed: below zero is fairer). "
+                 f"A seed counts as improved when WST rises, EO falls and ACC drops by at most {ACC_TOLERANCE:g} "
+                 "points against the baseline.\n\n" + markdown_table(comparison_table(compared)))
     if rest:
         variants = paper_table({name: result.aggregate[name]["paper"] for name in rest}, d.target, d.sensitive)
         text += ("\nEvery variant of the families (a family's row above is, per seed, its variant with the best "

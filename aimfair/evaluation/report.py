@@ -78,7 +78,8 @@ def difference_cell(value) -> str:
     """A paired comparison (uncertainty.compare output for one metric) as "1.78 [0.9, 2.7] p=0.004"."""
     if not isinstance(value, Mapping):
         return str(value)
-    p = "p<0.001" if value["p"] < 0.001 else f"p={value['p']:.3f}"
+    p = value["p"]
+    p = "p=–" if p != p else "p<0.001" if p < 0.001 else f"p={p:.3f}"  # p != p: NaN, no variance at all
     return f"{value['difference']:.2f} [{value['lo']:.1f}, {value['hi']:.1f}] {p}"
 
 

@@ -7,14 +7,20 @@ its wrong ones when y = 0). So a bootstrap only has to resample those counts.
 * **One run** (a strategy and a seed): a percentile interval over test images resampled within each
   group, keeping the group sizes the test split fixed.
 * **Over seeds** (the tables' aggregation: group accuracies averaged over seeds, WST and STD of those
-  averages, ACC and EO seed means): a Student t interval with n - 1 degrees of freedom (n seeds). Its
-  standard error adds two variances: over test images (the image bootstrap with the seeds fixed, one
-  draw shared by every seed and strategy, since they all see the same images) and over seeds (a bootstrap
-  of the seeds with the images fixed, times n / (n - 1), which makes it the usual s^2 / n). A percentile
-  bootstrap over 3 seeds would be far too narrow: it has 10 distinct draws and shrinks the seed variance
-  by (n - 1) / n. With one seed, the interval is the image bootstrap's alone.
+  averages, ACC and EO seed means): a Student t interval. Its variance has two parts. The spread between
+  seeds, s^2 / n (from a bootstrap of the seeds with the images fixed, times n / (n - 1)), holds the
+  training noise and the part of the test-image noise that differs between seeds. What it misses is the
+  image noise every seed shares, since all of them see the same images: its covariance between seeds,
+  n / (n - 1) * (Var of the seed mean - mean of the single seeds' Var / n), from the image bootstrap with
+  the seeds fixed (one draw shared by every seed and strategy). The degrees of freedom are
+  Welch-Satterthwaite's: n - 1 when the seeds' spread dominates, more when the shared image noise does.
+  A percentile bootstrap over 3 seeds would be far too narrow (10 distinct draws, and it shrinks the seed
+  variance by (n - 1) / n). For WST and STD, which are not means, the split is an approximation. With one
+  seed, the interval is the image bootstrap's percentile interval.
 * **Paired comparisons**: the same for the difference of the aggregated metric between two strategies,
-  on the same seeds and the same resampled images, with the t test's two-sided p-value.
+  on the same seeds and the same resampled images, with the t test's two-sided p-value (one seed: the
+  bootstrap's, twice the share of replicates beyond zero). The p-values are not corrected for the number
+  of comparisons in a table.
 
 Intervals of percentages are clipped to [0, 100].
 """
@@ -47,10 +53,6 @@ class Replicates:
     seed_weights: np.ndarray  # (replicates, seeds): how often each seed is drawn
     seeds: list[int]
 
-    @property
-    def n(self) -> int:
-        return len(self.seed_weights)
-
 
 def bootstrap(predictions: pd.DataFrame, replicates: int, seed: int = 0) -> Replicates:
     """Resample the test images (stratified by group, shared by every run) and the seeds.
@@ -70,11 +72,12 @@ def bootstrap(predictions: pd.DataFrame, replicates: int, seed: int = 0) -> Repl
                            "evaluate them on one split")
     table = table[runs]
     labels = predictions.drop_duplicates("image_id").set_index("image_id").loc[table.index]
+    correct_by_image = table.to_numpy()  # (images, runs) 0/1
     rng = np.random.default_rng(seed)
     sizes, observed, images = {}, {}, {}
     for g in GROUPS:
         y, s = parse_group_key(g)
-        rows = table.to_numpy()[((labels["y"] == y) & (labels["s"] == s)).to_numpy()]  # (images, runs) 0/1
+        rows = correct_by_image[((labels["y"] == y) & (labels["s"] == s)).to_numpy()]
         if not len(rows):
             raise AimfairError(f"group (y={y}, s={s}) has no test images: metrics need all four groups")
         sizes[g] = len(rows)
@@ -116,13 +119,37 @@ def per_run_intervals(rep: Replicates, level: float = LEVEL) -> pd.DataFrame:
 
 @dataclass
 class Aggregate:
-    """A strategy's metrics aggregated over seeds: on the data, with the test images resampled (seeds fixed),
-    and with the seeds resampled (images fixed); each draw is (replicates,)."""
+    """A strategy's metrics aggregated over seeds: on the data, and in each bootstrap replicate with the test
+    images resampled (seeds fixed; also each seed alone) or the seeds resampled (images fixed)."""
 
     value: dict[str, float]
-    over_images: dict[str, np.ndarray]
-    over_seeds: dict[str, np.ndarray]
-    n_seeds: int
+    over_images: dict[str, np.ndarray]  # (replicates,)
+    single_seeds: dict[str, np.ndarray]  # (replicates, seeds): each seed's own metric, images resampled
+    over_seeds: dict[str, np.ndarray]  # (replicates,)
+
+    def __sub__(self, other: "Aggregate") -> "Aggregate":
+        """The paired difference: self minus other, draw by draw."""
+        return Aggregate(*({k: mine[k] - theirs[k] for k in mine}
+                           for mine, theirs in ((self.value, other.value), (self.over_images, other.over_images),
+                                                (self.single_seeds, other.single_seeds),
+                                                (self.over_seeds, other.over_seeds))))
+
+    def interval(self, key: str, level: float = LEVEL) -> tuple[float, float, float]:
+        """(lo, hi, two-sided p-value of value = 0) of one metric (module docstring)."""
+        value, images, single = self.value[key], self.over_images[key], self.single_seeds[key]
+        n = single.shape[1]
+        if n < 2:
+            lo, hi = _percentiles(images, level)
+            p = min(1.0, 2 * min(np.mean(images <= 0), np.mean(images >= 0)))
+            return lo, hi, float(p) if images.std() > 0 or value != 0 else 1.0
+        spread = float(self.over_seeds[key].var()) * n / (n - 1)  # s^2 / n
+        shared = max(0.0, n / (n - 1) * (float(images.var()) - float(single.var(axis=0).mean()) / n))
+        se = np.sqrt(spread + shared)
+        if se == 0:
+            return value, value, 1.0 if value == 0 else float("nan")
+        df = (n - 1) * (spread + shared) ** 2 / spread ** 2 if spread > 0 else np.inf
+        half = stats.t.ppf(0.5 + level / 2, df) * se
+        return value - half, value + half, float(2 * stats.t.sf(abs(value) / se, df))
 
 
 def aggregated(rep: Replicates, strategy: str) -> Aggregate:
@@ -136,10 +163,11 @@ def aggregated(rep: Replicates, strategy: str) -> Aggregate:
                            "comparisons need the same seeds; train the missing ones or drop them from seeds")
     order = [columns[seeds.index(s)] for s in rep.seeds]
     observed = metrics_from_counts({g: rep.observed[g][order] for g in GROUPS}, rep.sizes)
-    resampled = metrics_from_counts({g: rep.images[g][:, order] for g in GROUPS}, rep.sizes)
+    resampled = metrics_from_counts({g: rep.images[g][:, order] for g in GROUPS}, rep.sizes)  # (B, seeds)
     equal = np.ones((1, len(order)))
     value = {k: float(v[0]) for k, v in _over_seeds(observed, equal).items()}
-    return Aggregate(value, _over_seeds(resampled, equal), _over_seeds(observed, rep.seed_weights), len(order))
+    single = {k: resampled[k] for k in METRICS}
+    return Aggregate(value, _over_seeds(resampled, equal), single, _over_seeds(observed, rep.seed_weights))
 
 
 def _over_seeds(per_seed: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -159,7 +187,7 @@ def aggregate_intervals(rep: Replicates, strategies: list[str], level: float = L
         agg = aggregated(rep, name)
         out[name] = {}
         for key in METRICS:
-            lo, hi, _ = _t_interval(agg.value[key], agg.over_images[key], agg.over_seeds[key], agg.n_seeds, level)
+            lo, hi, _ = agg.interval(key, level)
             out[name][key] = dict(value=agg.value[key], lo=max(lo, 0.0), hi=min(hi, 100.0))
     return out
 
@@ -167,28 +195,12 @@ def aggregate_intervals(rep: Replicates, strategies: list[str], level: float = L
 def compare(rep: Replicates, strategy: str, reference: str, metrics: tuple[str, ...] = ("ACC", "WST", "EO_paper"),
             level: float = LEVEL) -> dict[str, dict]:
     """strategy minus reference, aggregated over seeds: the difference, its interval and p-value."""
-    a, b = aggregated(rep, strategy), aggregated(rep, reference)
+    difference = aggregated(rep, strategy) - aggregated(rep, reference)
     out = {}
     for key in metrics:
-        difference = a.value[key] - b.value[key]
-        lo, hi, p = _t_interval(difference, a.over_images[key] - b.over_images[key],
-                                a.over_seeds[key] - b.over_seeds[key], a.n_seeds, level)
-        out[key] = dict(difference=difference, lo=lo, hi=hi, p=p)
+        lo, hi, p = difference.interval(key, level)
+        out[key] = dict(difference=difference.value[key], lo=lo, hi=hi, p=p)
     return out
-
-
-def _t_interval(value: float, over_images: np.ndarray, over_seeds: np.ndarray, n_seeds: int,
-                level: float) -> tuple[float, float, float]:
-    """(lo, hi, two-sided p-value of value = 0): a t interval whose variance adds the images' and the seeds'
-    (module docstring); with one seed, the images' percentile interval and a bootstrap p-value."""
-    if n_seeds < 2:
-        lo, hi = _percentiles(over_images, level)
-        return lo, hi, float(min(1.0, 2 * min(np.mean(over_images <= 0), np.mean(over_images >= 0))))
-    se = float(np.sqrt(over_images.var() + over_seeds.var() * n_seeds / (n_seeds - 1)))
-    if se == 0:
-        return value, value, 1.0 if value == 0 else 0.0
-    half = stats.t.ppf(0.5 + level / 2, n_seeds - 1) * se
-    return value - half, value + half, float(2 * stats.t.sf(abs(value) / se, n_seeds - 1))
 
 
 def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
