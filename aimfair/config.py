@@ -55,6 +55,7 @@ PRETRAINED = ("none", "imagenet")  # pretrain.pretrained
 RULES = ("absolute", "cosine")  # selection.rule
 GRANULARITIES = ("tensor", "element")  # selection.granularity
 BN_MODES = ("train", "eval")  # selection.bn_mode
+MIN_BOOTSTRAP = 100  # evaluate.bootstrap: fewer replicates leave a handful in each 2.5 % tail
 # Strategy names (their classes: aimfair.strategies.registry, which a test keeps equal to these)
 TABLE3_STRATEGIES = ("baseline", "synthetic_only", "supplementation", "repairing", "linear_probe", "full_ft", "aimfair")
 TABLE4_FAMILIES = {"random_selection": tuple(f"random_selection-draw_{d}" for d in (1, 2, 3)),
@@ -470,14 +471,20 @@ class RepairParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """Stage 07_evaluate: which split the report is computed on."""
+    """Stage 07_evaluate: which split the report is computed on, and its confidence intervals."""
 
     split: str = "test"
     batch_size: int = 256
+    bootstrap: int = 2000  # replicates of the intervals' bootstrap (aimfair.evaluation.uncertainty)
+    bootstrap_seed: int = 0
 
     def __post_init__(self) -> None:
         _choice("evaluate.split", self.split, ("val", "test"))
         _check("evaluate.batch_size", self.batch_size > 0, "must be positive")
+        _check("evaluate.bootstrap", self.bootstrap >= MIN_BOOTSTRAP,
+               f"must be at least {MIN_BOOTSTRAP}: fewer leave a handful of replicates in each 2.5 % tail (2000 is "
+               "the default)")
+        _check("evaluate.bootstrap_seed", self.bootstrap_seed >= 0, "must be 0 or more")
 
 
 @dataclass(frozen=True)

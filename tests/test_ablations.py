@@ -86,6 +86,19 @@ def test_each_ablation_reads_the_pipelines_own_value_from_stage_finetune():
         "baseline, 10% real", "AIM-Fair, 10% real"]
 
 
+def test_each_arm_is_compared_with_the_pipelines_own_value_and_each_cut_with_the_mask():
+    params = Params()
+    pairs = {name: get_ablation(name).pairs(get_ablation(name).arms(params, Path(".")))
+             for name in ("prompts", "top_k", "frozen_upto", "real_fraction")}
+    assert pairs["prompts"] == [("1 plain prompt", "50 contextual (pipeline)"),
+                                ("25 contextual", "50 contextual (pipeline)")]
+    assert ("k=60", "k=55 (pipeline)") in pairs["top_k"] and len(pairs["top_k"]) == 4
+    assert pairs["frozen_upto"][0] == ("nothing frozen (full_ft)", "AIM-Fair's mask (pipeline)")
+    assert len(pairs["frozen_upto"]) == 6  # every cut, full_ft and linear_probe against the mask
+    assert ("baseline, 10% real", "baseline, 100% real (pipeline)") in pairs["real_fraction"]
+    assert ("AIM-Fair, 10% real", "AIM-Fair, 100% real (pipeline)") in pairs["real_fraction"]
+
+
 def test_more_prompts_than_the_pipeline_wrote_is_a_clear_error():
     with pytest.raises(AimfairError, match="ablations.prompts holds 80: at most prompts.n_per_group"):
         get_ablation("prompts").arms(with_ablations(prompts=["80"]), Path("."))

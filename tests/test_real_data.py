@@ -215,10 +215,12 @@ def test_a_pool_below_the_fidelity_threshold_puts_a_banner_on_the_table_and_in_t
     params = parse_params({"seeds": [1]})
     rng = np.random.default_rng(0)
     y, s = rng.integers(0, 2, 400), rng.integers(0, 2, 400)
-    metrics = fairness_metrics(y, s, np.where(rng.random(400) < 0.8, y, 1 - y))
+    pred = np.where(rng.random(400) < 0.8, y, 1 - y)
+    metrics = fairness_metrics(y, s, pred)
     per_seed = pd.DataFrame([dict(strategy="baseline", seed=1, **metrics)])
     aggregate = {"baseline": aggregate_seeds([metrics])}
-    evaluation = Evaluation(per_seed, pd.DataFrame(), aggregate)
+    predictions = pd.DataFrame(dict(strategy="baseline", seed=1, image_id=range(400), y=y, s=s, pred=pred))
+    evaluation = Evaluation(per_seed, predictions, aggregate)
 
     report = fidelity_report({"0_0": 95.0, "0_1": 41.5, "1_0": 90.0, "1_1": 12.0})
     report["oracle_val_accuracy"] = {"both": {"0_0": 90.0, "0_1": 88.5, "1_0": 91.0, "1_1": 70.25}}

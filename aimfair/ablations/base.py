@@ -114,6 +114,16 @@ class Ablation:
     def prepare(self, params: Params, root: Path, seeds: list[int], device: torch.device, progress: bool) -> None:
         """Make what the arms read before any is trained; the default needs nothing."""
 
+    def pairs(self, arms: list[Arm]) -> list[tuple[str, str]]:
+        """The table's paired comparisons, (arm, reference arm) by label: by default every arm against the
+        pipeline's own value of its series (the first reference arm of that series)."""
+        references: dict[str, str] = {}
+        for arm in arms:
+            if arm.reference:
+                references.setdefault(arm.series, arm.label)
+        return [(arm.label, references[arm.series]) for arm in arms
+                if arm.series in references and arm.label != references[arm.series]]
+
     @property
     def folder(self) -> Path:
         return paths.ABLATIONS / self.name

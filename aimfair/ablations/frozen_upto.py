@@ -47,3 +47,8 @@ class FrozenUpTo(Ablation):
                                              upto=point), series="frozen up to"))
         arms.append(Arm("AIM-Fair's mask (pipeline)", "mask", "aimfair", reference=True))
         return arms
+
+    def pairs(self, arms: list[Arm]) -> list[tuple[str, str]]:
+        """Every fixed cut against AIM-Fair's mask: the paper's question is whether any of them matches it."""
+        mask = next(arm.label for arm in arms if arm.value == "mask")
+        return [(arm.label, mask) for arm in arms if arm.label != mask]

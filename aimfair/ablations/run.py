@@ -59,7 +59,8 @@ def run_ablation(name: str, params: Params, root: Path, progress: bool = True) -
     evaluation.per_seed["value"] = evaluation.per_seed["strategy"].map(lambda label: by_label[label].value)
     evaluation.per_seed["series"] = evaluation.per_seed["strategy"].map(lambda label: by_label[label].series)
     folder = paths.ABLATION_REPORTS / name
-    files = write_evaluation(evaluation, replace_seeds(params, seeds), root, folder, shown=[a.label for a in arms])
+    files = write_evaluation(evaluation, replace_seeds(params, seeds), root, folder, shown=[a.label for a in arms],
+                             pairs=ablation.pairs(arms))
     io.write_text(files["table_md"], f"## Ablation: {ablation.title}\n\n" + files["table_md"].read_text() +
                   f"\nThe paper (CelebA Smiling/Male): {ablation.paper_direction}.\n")
     figure = plot_ablation(evaluation.per_seed, arms, ablation.knob, ablation.title, PAPER_ABLATIONS.get(name))

@@ -3,7 +3,7 @@ metrics JSON and predictions (stage evaluate's, and the same for Table 4 and eac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -18,10 +18,29 @@ from aimfair.csdg.fidelity import THRESHOLD, fidelity_warning, read_fidelity_rep
 from aimfair.data.images import load_images
 from aimfair.data.loading import ImageSet
 from aimfair.evaluation.metrics import aggregate_seeds, fairness_metrics
-from aimfair.evaluation.report import formatted, markdown_table, mean_std_table, paper_table
+from aimfair.evaluation.report import (
+    difference_cell,
+    markdown_table,
+    mean_std_table,
+    paper_table,
+    with_interval_columns,
+    with_intervals,
+)
+from aimfair.evaluation.uncertainty import Replicates, aggregate_intervals, bootstrap, compare, per_run_intervals
 from aimfair.strategies.registry import FAMILIES, STRATEGIES, checkpoint_path, chosen_variant, expand
 
 ACC_TOLERANCE = 2.0  # points of ACC a fairer model may lose against the baseline and still count as a win
+REFERENCES = ("baseline", "full_ft")  # every strategy is compared with each of these that was evaluated
+COMPARED = {"ACC": "ΔACC", "WST": "ΔWST", "EO_paper": "ΔEO"}  # metric -> its column in the comparison table
+
+
+def interval_kind(n_seeds: int) -> str:
+    """What the brackets of a table hold, in words (aimfair.evaluation.uncertainty; docs/statistics.md)."""
+    if n_seeds < 2:
+        return ("95 % percentile intervals over test images resampled within each (y, s) group (one seed: "
+                "training noise is not measured)")
+    return ("95 % t intervals over the seeds whose variance adds the spread between seeds and the test-image "
+            "noise they share (a bootstrap within each (y, s) group; docs/statistics.md)")
 
 
 @dataclass
@@ -31,6 +50,8 @@ class Evaluation:
     per_seed: pd.DataFrame  # one row per (strategy, seed): strategy, seed + every fairness_metrics() key
     predictions: pd.DataFrame  # strategy, seed, image_id, y, s, prob, pred
     aggregate: dict[str, dict]  # strategy -> aimfair.evaluation.metrics.aggregate_seeds output
+    # strategy -> metric -> value, lo, hi (uncertainty.aggregate_intervals); filled by write_evaluation
+    intervals: dict[str, dict] = field(default_factory=dict)
 
 
 def predict_checkpoint(params: Params, checkpoint: Path, images: ImageSet) -> pd.DataFrame:
@@ -61,7 +82,8 @@ def evaluate_strategies(params: Params, root: Path, names: list[str], progress: 
     metric_columns = [c for c in result.per_seed.columns if c not in ("strategy", "seed")]
     per_seed = pd.concat([result.per_seed] + [_family_rows(result.per_seed, FAMILIES[n], root, metric_columns)
                                               for n in names if n in FAMILIES], ignore_index=True)
-    return Evaluation(per_seed=per_seed, predictions=result.predictions, aggregate=_aggregate(per_seed))
+    return Evaluation(per_seed=per_seed, predictions=_with_family_predictions(result.predictions, per_seed),
+                      aggregate=_aggregate(per_seed))
 
 
 def evaluate_checkpoints(params: Params, root: Path, checkpoints: dict[tuple[str, int], Path],
@@ -100,23 +122,27 @@ def _family_rows(per_seed: pd.DataFrame, family, root: Path, metric_columns: lis
     return pd.DataFrame(rows)
 
 
-def against_baseline(per_seed: pd.DataFrame, reference: str = "baseline") -> pd.DataFrame:
-    """Per strategy: mean change of ACC, WST and EO against `reference` over seeds, and on how many seeds
-    the strategy improved both WST and EO while keeping ACC within ACC_TOLERANCE points."""
-    if reference not in set(per_seed["strategy"]):
-        raise AimfairError(f"cannot compare with {reference!r}: it is not among the evaluated strategies")
+def _with_family_predictions(predictions: pd.DataFrame, per_seed: pd.DataFrame) -> pd.DataFrame:
+    """A family's predictions are, per seed, those of its chosen variant (a family mean has none)."""
+    if "variant" not in per_seed:
+        return predictions
+    chosen = per_seed.dropna(subset=["variant"])
+    copies = [predictions[(predictions["strategy"] == row.variant) & (predictions["seed"] == row.seed)]
+              .assign(strategy=row.strategy) for row in chosen.itertuples()]
+    return pd.concat([predictions, *copies], ignore_index=True)
+
+
+def seeds_improved(per_seed: pd.DataFrame, reference: str = "baseline") -> dict[str, str]:
+    """Per strategy, on how many seeds it improved both WST and EO against `reference` while keeping ACC
+    within ACC_TOLERANCE points, as "2/3"."""
     base = per_seed[per_seed["strategy"] == reference].set_index("seed")
-    rows = []
+    out = {}
     for name, group in per_seed.groupby("strategy", sort=False):
-        if name == reference:
-            continue
         g = group.set_index("seed")
-        d_acc, d_wst = g["ACC"] - base["ACC"], g["WST"] - base["WST"]
-        d_eo = g["EO_paper"] - base["EO_paper"]
-        wins = (d_wst > 0) & (d_eo < 0) & (d_acc >= -ACC_TOLERANCE)
-        rows.append({"strategy": name, "ΔACC": d_acc.mean(), "ΔWST": d_wst.mean(), "ΔEO": d_eo.mean(),
-                     "seeds improved": f"{int(wins.sum())}/{len(g)}"})
-    return pd.DataFrame(rows).set_index("strategy").round(2)
+        wins = ((g["WST"] > base["WST"]) & (g["EO_paper"] < base["EO_paper"])
+                & (g["ACC"] - base["ACC"] >= -ACC_TOLERANCE))
+        out[name] = f"{int(wins.sum())}/{len(g)}"
+    return out
 
 
 def shown_names(names: list[str]) -> list[str]:
@@ -129,18 +155,64 @@ def shown_names(names: list[str]) -> list[str]:
     return out
 
 
+def add_intervals(result: Evaluation, params: Params) -> Replicates:
+    """Bootstrap the predictions (evaluate.bootstrap replicates) and fill result.intervals for every strategy
+    that has predictions; returns the replicates for paired comparisons."""
+    e = params.evaluate
+    rep = bootstrap(result.predictions, e.bootstrap, e.bootstrap_seed)
+    named = [name for name in result.aggregate if name in set(result.predictions["strategy"])]
+    result.intervals = aggregate_intervals(rep, named)
+    return rep
+
+
+def reference_pairs(names: list[str], references: tuple[str, ...] = REFERENCES) -> list[tuple[str, str]]:
+    """(strategy, reference) for every strategy of `names` against each reference among them, once per pair."""
+    present = [r for r in references if r in names]
+    return [(name, reference) for k, reference in enumerate(present) for name in names
+            if name not in present[:k + 1]]
+
+
+def comparisons(rep: Replicates, pairs: list[tuple[str, str]], per_seed: pd.DataFrame) -> list[dict]:
+    """Per (strategy, reference): the ACC, WST and EO differences aggregated over seeds, each with interval
+    and p-value (uncertainty.compare), and against the baseline the seeds it improved."""
+    wins = seeds_improved(per_seed) if any(reference == "baseline" for _, reference in pairs) else {}
+    return [dict(strategy=name, reference=reference, differences=compare(rep, name, reference, tuple(COMPARED)),
+                 seeds_improved=wins.get(name, "") if reference == "baseline" else "")
+            for name, reference in pairs]
+
+
+def comparison_table(compared: list[dict]) -> pd.DataFrame:
+    """The comparisons as the report prints them: "1.78 [0.9, 2.7] p=0.004" per metric."""
+    rows = [{"comparison": f"{c['strategy']} − {c['reference']}",
+             **{column: difference_cell(c["differences"][key]) for key, column in COMPARED.items()},
+             "seeds improved": c["seeds_improved"]} for c in compared]
+    table = pd.DataFrame(rows).set_index("comparison")
+    return table if (table["seeds improved"] != "").any() else table.drop(columns=["seeds improved"])
+
+
 def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Path = paths.REPORTS,
-                     shown: list[str] | None = None) -> dict[str, Path]:
+                     shown: list[str] | None = None, pairs: list[tuple[str, str]] | None = None,
+                     references: tuple[str, ...] = REFERENCES) -> dict[str, Path]:
     """metrics.json (DVC metrics), per_seed.csv (DVC plots) and the paper's table layout (markdown + CSV) in
-    `folder`. The table shows `shown` (default: every evaluated strategy); the others, the variants of
-    families, follow in a table of their own."""
+    `folder`, with 95 % intervals and paired comparisons: `pairs` of (strategy, reference), by default every
+    shown strategy against each of `references`. The table shows `shown` (default: every evaluated
+    strategy); the others, the variants of families, follow in a table of their own."""
     reports = root / folder
     shown = shown or list(result.aggregate)
     rest = [name for name in result.aggregate if name not in shown]
+    rep = add_intervals(result, params)
+    if pairs is None:
+        pairs = reference_pairs([name for name in shown if name in result.intervals], references)
+    compared = comparisons(rep, pairs, result.per_seed)
     d = params.data
     setting = f"{d.dataset} {d.target}/{d.sensitive} bias {d.bias_degree}"
     metrics = {name: dict(setting=setting, split=params.evaluate.split, n_seeds=agg["n_seeds"], paper=agg["paper"],
                           mean=agg["mean"], std=agg["std"]) for name, agg in result.aggregate.items()}
+    for name, intervals in result.intervals.items():
+        metrics[name]["interval"] = {k: [round(v["lo"], 4), round(v["hi"], 4)] for k, v in intervals.items()}
+    for c in compared:
+        metrics[c["strategy"]].setdefault("against", {})[c["reference"]] = {
+            key: {field: round(v, 4) for field, v in diff.items()} for key, diff in c["differences"].items()}
     fidelity = read_fidelity_report(root)
     warning = fidelity_warning(fidelity) if fidelity else None
     if fidelity:  # beside the strategies, so that `dvc metrics show` shows it too
@@ -152,26 +224,29 @@ def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Pat
     out = dict(metrics=reports / "metrics.json", per_seed=reports / "per_seed.csv",
                table_csv=reports / "table.csv", table_md=reports / "table.md")
     io.write_json(out["metrics"], metrics)
-    io.write_csv(out["per_seed"], result.per_seed.round(4))
+    per_seed = result.per_seed.merge(per_run_intervals(rep), on=["strategy", "seed"], how="left")
+    io.write_csv(out["per_seed"], per_seed.round(4))
     paper = paper_table({name: result.aggregate[name]["paper"] for name in shown}, d.target, d.sensitive)
     spread = mean_std_table({name: result.aggregate[name] for name in shown}, d.target, d.sensitive)
-    io.write_csv(out["table_csv"], paper.reset_index())
+    io.write_csv(out["table_csv"], with_interval_columns(paper, result.intervals).reset_index())
     banner = f"> **WARNING: {warning}.**\n\n" if warning else ""
     text = banner + (f"# {d.dataset}: target {d.target}, protected {d.sensitive}, bias degree {d.bias_degree}, "
             f"{params.evaluate.split} split, {len(params.seeds)} seed(s)\n\n"
             "Aggregated as in the paper: group accuracies averaged over seeds, WST and STD of those averages, "
             "ACC and EO averaged over seeds. EO is the paper's printed definition (max of the TPR and FPR gaps); "
-            "EO (code) is the authors' code (their mean).\n\n" + markdown_table(formatted(paper)) +
+            "EO (code) is the authors' code (their mean). In brackets: " + interval_kind(len(params.seeds)) +
+            f"; {params.evaluate.bootstrap} bootstrap replicates.\n\n" +
+            markdown_table(with_intervals(paper, result.intervals)) +
             "\nMean ± std over seeds:\n\n" + markdown_table(spread))
-    if "baseline" in shown and len(shown) > 1:
-        compared = against_baseline(result.per_seed[result.per_seed["strategy"].isin(shown)])
-        text += ("\nAgainst the baseline (mean change over seeds; EO as printed, lower is fairer; a seed counts as "
-                 f"improved when WST rises, EO falls and ACC drops by at most {ACC_TOLERANCE:g} points):\n\n"
-                 + markdown_table(formatted(compared)))
+    if compared:
+        text += ("\nDifferences, strategy minus reference, aggregated over seeds as above, with their 95 % interval "
+                 "and p-value (not corrected for the number of comparisons; EO as printed: below zero is fairer). "
+                 f"A seed counts as improved when WST rises, EO falls and ACC drops by at most {ACC_TOLERANCE:g} "
+                 "points against the baseline.\n\n" + markdown_table(comparison_table(compared)))
     if rest:
         variants = paper_table({name: result.aggregate[name]["paper"] for name in rest}, d.target, d.sensitive)
         text += ("\nEvery variant of the families (a family's row above is, per seed, its variant with the best "
-                 "validation accuracy):\n\n" + markdown_table(formatted(variants)))
+                 "validation accuracy):\n\n" + markdown_table(with_intervals(variants, result.intervals)))
     io.write_text(out["table_md"], text)
     if warning:
         notice(warning)

@@ -47,6 +47,42 @@ def formatted(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     return frame.map(lambda v: f"{v:.{digits}f}" if isinstance(v, float) else v)
 
 
+# columns of the paper's table shown with their interval, by header -> metric key
+INTERVAL_HEADERS = {"ACC": "ACC", "WST": "WST", "EO": "EO_paper", "STD": "STD", "EO (code)": "EO_code", "DP": "DP"}
+
+
+def with_intervals(frame: pd.DataFrame, intervals: Mapping[str, Mapping], digits: int = 2) -> pd.DataFrame:
+    """paper_table's frame as strings, the summary columns as "value [lo, hi]" for the rows that have
+    intervals (aimfair.evaluation.uncertainty.aggregate_intervals), the others as plain values."""
+    out = formatted(frame, digits)
+    for header, key in INTERVAL_HEADERS.items():
+        for name in frame.index:
+            if name in intervals:
+                i = intervals[name][key]
+                out.loc[name, header] = f"{frame.loc[name, header]:.{digits}f} [{i['lo']:.1f}, {i['hi']:.1f}]"
+    return out
+
+
+def with_interval_columns(frame: pd.DataFrame, intervals: Mapping[str, Mapping], digits: int = 4) -> pd.DataFrame:
+    """paper_table's frame with a "<header> lo" and "<header> hi" column after each summary column."""
+    out = frame.copy()
+    for header, key in INTERVAL_HEADERS.items():
+        position = out.columns.get_loc(header) + 1
+        for side in ("hi", "lo"):
+            values = [round(intervals[n][key][side], digits) if n in intervals else None for n in frame.index]
+            out.insert(position, f"{header} {side}", values)
+    return out
+
+
+def difference_cell(value) -> str:
+    """A paired comparison (uncertainty.compare output for one metric) as "1.78 [0.9, 2.7] p=0.004"."""
+    if not isinstance(value, Mapping):
+        return str(value)
+    p = value["p"]
+    p = "p=–" if p != p else "p<0.001" if p < 0.001 else f"p={p:.3f}"  # p != p: NaN, no variance at all
+    return f"{value['difference']:.2f} [{value['lo']:.1f}, {value['hi']:.1f}] {p}"
+
+
 def mean_std_table(rows: Mapping[str, Mapping], target: str, sensitive: str) -> pd.DataFrame:
     """One row per method, every column as "mean ± std" over seeds (aggregate_seeds output)."""
     cols = PAPER_COLUMNS + ["EO_code", "DP"]
@@ -287,24 +323,37 @@ def plot_mask_scores(scores: pd.DataFrame, title: str = "") -> plt.Figure:
 STRATEGY_MARKERS = "osD^v<>PX*hp"
 
 
-def plot_accuracy_fairness(per_seed: pd.DataFrame, fairness: str = "EO_paper") -> plt.Figure:
+def plot_accuracy_fairness(per_seed: pd.DataFrame, fairness: str = "EO_paper",
+                           intervals: Mapping[str, Mapping] | None = None) -> plt.Figure:
     """The paper's teaser: accuracy against fairness, one small point per strategy and seed, a large one for
-    the seed mean. Left: ACC vs EO (lower is fairer); right: ACC vs worst-group accuracy."""
+    the seed mean. Left: ACC vs EO (lower is fairer); right: ACC vs worst-group accuracy. With `intervals`
+    (Evaluation.intervals), a large point is the value aggregated as the tables aggregate it, with its 95 %
+    interval as error bars on both axes."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     names = list(dict.fromkeys(per_seed["strategy"]))
     colours = plt.get_cmap("tab10")
+    intervals = intervals or {}
     for ax, metric, label in ((axes[0], fairness, "EO (max gap, %) - lower is fairer"),
                               (axes[1], "WST", "worst-group accuracy (%) - higher is fairer")):
         for i, name in enumerate(names):
             runs = per_seed[per_seed["strategy"] == name]
             style = dict(color=colours(i % 10), marker=STRATEGY_MARKERS[i % len(STRATEGY_MARKERS)])
             ax.scatter(runs[metric], runs["ACC"], s=18, alpha=0.45, **style)
-            ax.scatter(runs[metric].mean(), runs["ACC"].mean(), s=90, edgecolor="black", label=name, **style)
+            if name in intervals:
+                x, y = intervals[name][metric], intervals[name]["ACC"]
+                ax.errorbar(x["value"], y["value"], xerr=[[x["value"] - x["lo"]], [x["hi"] - x["value"]]],
+                            yerr=[[y["value"] - y["lo"]], [y["hi"] - y["value"]]], color=style["color"],
+                            elinewidth=1, capsize=2, alpha=0.7, zorder=1)
+                ax.scatter(x["value"], y["value"], s=90, edgecolor="black", label=name, zorder=2, **style)
+            else:
+                ax.scatter(runs[metric].mean(), runs["ACC"].mean(), s=90, edgecolor="black", label=name, **style)
         ax.set(xlabel=label, ylabel="ACC (%)")
         ax.grid(alpha=0.3)
     axes[0].invert_xaxis()  # fairer to the right on both panels
     axes[1].legend(fontsize=8, loc="best")
-    fig.suptitle("accuracy vs fairness: large markers are seed means, small ones single seeds", fontsize=10)
+    title = ("large markers: over seeds as in the tables, with 95 % intervals; small ones: single seeds"
+             if intervals else "accuracy vs fairness: large markers are seed means, small ones single seeds")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
