@@ -484,7 +484,6 @@ class EvaluateParams:
         _check("evaluate.bootstrap", self.bootstrap >= MIN_BOOTSTRAP,
                f"must be at least {MIN_BOOTSTRAP}: fewer leave a handful of replicates in each 2.5 % tail (2000 is "
                "the default)")
-        _check("evaluate.bootstrap_seed", self.bootstrap_seed >= 0, "must be 0 or more")
 
 
 @dataclass(frozen=True)
