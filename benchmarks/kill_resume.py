@@ -6,8 +6,9 @@ through, then once more killed with SIGKILL twice and resumed each time, and com
 byte for byte with the straight run's:
 
 * generate: killed when 30 % and then 70 % of the pool's PNGs exist; compared: every PNG and manifest.csv;
-* pretrain: killed one second after a resume state is written (so in the middle of the next epoch), twice;
-  compared: best.safetensors, best.json and history.csv.
+* pretrain: killed one second after its first resume state is written (in the middle of the next epoch),
+  then, resumed, one second after it finishes an epoch (before a newer resume state, so it resumes from the
+  same one again); compared: best.safetensors, best.json and history.csv.
 
 Run from the repository root (about 10 minutes on 2 CPU cores):
 
@@ -32,7 +33,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 100
-SMALLER = {  # the default params with a pool of 560 images and a quick fidelity oracle
+SMALLER = {  # the default params with a pool of 400 images and a quick fidelity oracle
     "synthetic": {"balanced_per_group": 100, "biased_size": 200},
     "fidelity": {"per_group": 200, "epochs": 2},
 }
@@ -118,14 +119,16 @@ def pretrain_kills(base: Path) -> dict:
     killed_root = base / "killed"
     seconds = run(["pretrain", "--seed", str(SEED)], straight_root)
     folder = killed_root / "work" / "pretrain" / f"seed_{SEED}"
-    state = folder / "resume.pt"
+    state, history = folder / "resume.pt", folder / "history.csv"
     seen: dict[int, float] = {}
 
     def ready(k: int) -> bool:
-        # one second after a resume state newer than the one this run started from
-        if not state.exists():
+        # first run: one second after its first resume state; the resumed run: one second after it finishes
+        # an epoch (so it dies before writing a newer state and must resume from the same one again)
+        watched = state if k == 0 else history
+        if not watched.exists():
             return False
-        mtime = state.stat().st_mtime
+        mtime = watched.stat().st_mtime
         if k not in seen:
             seen[k] = mtime if k else 0.0
             return False
