@@ -55,6 +55,11 @@ PRETRAINED = ("none", "imagenet")  # pretrain.pretrained
 RULES = ("absolute", "cosine")  # selection.rule
 GRANULARITIES = ("tensor", "element")  # selection.granularity
 BN_MODES = ("train", "eval")  # selection.bn_mode
+# finetune.selection: how a fine-tuning run picks its epoch. real_val_acc: overall accuracy on real validation
+# images (the paper's; no group labels); synthetic_val_worst: worst-group accuracy on a balanced synthetic
+# validation set (no real group labels); real_val_worst: worst-group accuracy on real validation images (needs
+# real group labels: an oracle, an upper bound)
+SELECTION_RULES = ("real_val_acc", "synthetic_val_worst", "real_val_worst")
 MIN_BOOTSTRAP = 100  # evaluate.bootstrap: fewer replicates leave a handful in each 2.5 % tail
 # Strategy names (their classes: aimfair.strategies.registry, which a test keeps equal to these)
 TABLE3_STRATEGIES = ("baseline", "synthetic_only", "supplementation", "repairing", "linear_probe", "full_ft", "aimfair")
@@ -289,9 +294,11 @@ class SyntheticParams:
     balanced_per_group: int = 500  # D_S2: images per group (paper: 5,000)
     biased_size: int = 1000  # D_S1: images in all (paper: 20,000 = 1,000 / 9,000 / 9,000 / 1,000)
     biased_skew: str = ""  # minority:majority ratio of D_S1, e.g. "1/9"; empty = data.bias_degree
+    val_per_group: int = 0  # a balanced synthetic validation set, beyond D_S1 and D_S2 in the pool (0: none)
 
     def __post_init__(self) -> None:
         _check("synthetic.balanced_per_group", self.balanced_per_group > 0, "must be positive")
+        _check("synthetic.val_per_group", self.val_per_group >= 0, "must be 0 (no synthetic validation set) or more")
         _check("synthetic.biased_size", self.biased_size >= 4, "must be at least 4 (one image per group)")
         if self.biased_skew:
             try:
@@ -419,6 +426,7 @@ class FinetuneParams:
 
     strategies: list[str] = field(default_factory=lambda: [
         "baseline", "synthetic_only", "supplementation", "repairing", "linear_probe", "full_ft", "aimfair"])
+    selection: str = "real_val_acc"  # how a run picks its epoch (SELECTION_RULES)
     epochs: int = 10
     lr: float = 0.06
     batch_size: int = 128
@@ -432,6 +440,7 @@ class FinetuneParams:
                "must be a non-empty list of distinct names")
         for name in self.strategies:
             _choice("finetune.strategies", name, TABLE3_STRATEGIES)
+        _choice("finetune.selection", self.selection, SELECTION_RULES)
         for key in ("epochs", "batch_size"):
             _check(f"finetune.{key}", getattr(self, key) > 0, "must be positive")
         _check("finetune.lr", self.lr > 0, "must be positive")
@@ -578,6 +587,8 @@ class Params:
                "must be a non-empty list of distinct integers")
         stray = [seed for seed in self.ablations.seeds if seed not in self.seeds]
         _check("ablations.seeds", not stray, f"holds {stray}, not among seeds (the seeds with a biased model)")
+        _check("finetune.selection", self.finetune.selection != "synthetic_val_worst" or self.synthetic.val_per_group,
+               "is synthetic_val_worst, which needs a synthetic validation set: set synthetic.val_per_group (e.g. 200)")
         tensors = RESNET18_TENSORS  # pretrain.arch allows only ResNet-18
         _check("selection.top_k", self.selection.granularity != "tensor" or self.selection.top_k <= tensors,
                f"is {self.selection.top_k}, more than the {tensors} parameter tensors of {self.pretrain.arch}: the "

@@ -278,3 +278,13 @@ def test_resnet18_has_the_tensor_count_config_assumes():
     from aimfair.config import RESNET18_TENSORS
 
     assert len(list(build_classifier("resnet18").named_parameters())) == RESNET18_TENSORS
+
+
+def test_an_unknown_selection_rule_and_one_without_its_validation_set_are_refused():
+    with pytest.raises(AimfairError, match="finetune.selection.*real_val_acc, synthetic_val_worst, real_val_worst"):
+        parse_params({"finetune": {"selection": "val_loss"}})
+    with pytest.raises(AimfairError, match="synthetic_val_worst, which needs a synthetic validation set: set "
+                                           "synthetic.val_per_group"):
+        parse_params({"finetune": {"selection": "synthetic_val_worst"}})
+    assert parse_params({"finetune": {"selection": "synthetic_val_worst"},
+                         "synthetic": {"val_per_group": 100}}).finetune.selection == "synthetic_val_worst"

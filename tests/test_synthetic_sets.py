@@ -26,6 +26,24 @@ def test_a_pool_too_small_for_a_set_names_the_groups_and_the_fixes():
         draw_sets(pool({"0_0": 10, "0_1": 17, "1_0": 17, "1_1": 10}), 10, 40, "1/9")
 
 
+def test_the_synthetic_validation_set_is_balanced_and_disjoint_from_both_training_sets():
+    from aimfair.csdg.pool import pool_sizes
+
+    sizes = pool_sizes(10, 40, "1/9", val_per_group=5)
+    assert sizes == {"0_0": 15, "0_1": 23, "1_0": 23, "1_1": 15}  # the larger set's images, then 5 more
+    sets = draw_sets(pool(sizes), 10, 40, "1/9", val_per_group=5)
+    validation = sets["validation"]
+    assert validation["group"].value_counts().to_dict() == {g: 5 for g in GROUPS}
+    assert not set(validation["path"]) & (set(sets["balanced"]["path"]) | set(sets["biased"]["path"]))
+    assert "validation" not in draw_sets(pool(sizes), 10, 40, "1/9")  # none unless asked
+
+
+def test_a_synthetic_validation_set_larger_than_the_pool_holds_is_named():
+    with pytest.raises(AimfairError, match=r"fewer images beyond D_S1 and D_S2 than synthetic.val_per_group asks "
+                                           r"\(available/needed: 0_0 3/5, 0_1 3/5, 1_0 3/5, 1_1 3/5\).*dvc repro"):
+        draw_sets(pool({"0_0": 13, "0_1": 21, "1_0": 21, "1_1": 13}), 10, 40, "1/9", val_per_group=5)
+
+
 def test_the_fidelity_filter_leaves_misread_images_out_only_when_on(tmp_path):
     from aimfair.config import parse_params
     from aimfair.core import paths

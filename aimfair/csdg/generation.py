@@ -31,7 +31,7 @@ def read_prompts(root: Path) -> dict[str, list[str]]:
 def pool_plan(params: Params) -> dict[str, int]:
     """Images per group in the pool, from the sizes of the synthetic sets (params section synthetic)."""
     s = params.synthetic
-    return pool_sizes(s.balanced_per_group, s.biased_size, s.biased_skew or params.data.bias_degree)
+    return pool_sizes(s.balanced_per_group, s.biased_size, s.biased_skew or params.data.bias_degree, s.val_per_group)
 
 
 def builtin_generator_problem(params: Params, root: Path) -> str | None:

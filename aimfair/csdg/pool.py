@@ -62,10 +62,11 @@ def image_seed(base_seed: int, group: str, prompt_index: int, k: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def pool_sizes(balanced_per_group: int, biased_size: int, biased_skew: str) -> dict[str, int]:
-    """Images per group: the most that the balanced set (D_S2) and the biased set (D_S1) draw from it."""
+def pool_sizes(balanced_per_group: int, biased_size: int, biased_skew: str, val_per_group: int = 0) -> dict[str, int]:
+    """Images per group: the most that the balanced set (D_S2) and the biased set (D_S1) draw from it, and
+    after those the synthetic validation set's."""
     biased = group_quotas(biased_skew, biased_size)
-    return {g: max(balanced_per_group, biased[g]) for g in GROUPS}
+    return {g: max(balanced_per_group, biased[g]) + val_per_group for g in GROUPS}
 
 
 def plan_jobs(prompts: Mapping[str, Sequence[str]], sizes: Mapping[str, int], base_seed: int) -> list[Job]:

@@ -36,8 +36,10 @@ def usable_pool(params: Params, root: Path) -> pd.DataFrame:
     return manifest[manifest["path"].isin(faithful)].reset_index(drop=True)
 
 
-def draw_sets(pool: pd.DataFrame, balanced_per_group: int, biased_size: int, biased_skew: str) -> dict[str, pd.DataFrame]:
-    """{"balanced": D_S2, "biased": D_S1}: rows of the pool's manifest."""
+def draw_sets(pool: pd.DataFrame, balanced_per_group: int, biased_size: int, biased_skew: str,
+              val_per_group: int = 0) -> dict[str, pd.DataFrame]:
+    """{"balanced": D_S2, "biased": D_S1}: rows of the pool's manifest; with val_per_group, also
+    "validation": that many images per group after the ones D_S1 and D_S2 draw, so disjoint from both."""
     wanted = {"balanced": {g: balanced_per_group for g in GROUPS}, "biased": group_quotas(biased_skew, biased_size)}
     available = pool["group"].value_counts()
     sets = {}
@@ -49,14 +51,31 @@ def draw_sets(pool: pd.DataFrame, balanced_per_group: int, biased_size: int, bia
                                "turn fidelity.filter off, or lower synthetic.balanced_per_group / biased_size")
         rank = pool.groupby("group", sort=False).cumcount()
         sets[name] = pool[rank < pool["group"].map(quota)].reset_index(drop=True)
+    if val_per_group:
+        sets["validation"] = _validation_rows(pool, wanted, val_per_group, available)
     return sets
+
+
+def _validation_rows(pool: pd.DataFrame, wanted: dict[str, dict[str, int]], per_group: int,
+                     available: pd.Series) -> pd.DataFrame:
+    """Each group's images after the most D_S1 or D_S2 draw from it, `per_group` of them."""
+    start = {g: max(quota[g] for quota in wanted.values()) for g in GROUPS}
+    short = [f"{g} {max(0, int(available.get(g, 0)) - start[g])}/{per_group}" for g in GROUPS
+             if available.get(g, 0) < start[g] + per_group]
+    if short:
+        raise AimfairError(f"the synthetic pool holds fewer images beyond D_S1 and D_S2 than "
+                           f"synthetic.val_per_group asks (available/needed: {', '.join(short)}): run the generate "
+                           "stage with the current synthetic sizes (dvc repro), or lower synthetic.val_per_group")
+    rank = pool.groupby("group", sort=False).cumcount()
+    first = pool["group"].map(start)
+    return pool[(rank >= first) & (rank < first + per_group)].reset_index(drop=True)
 
 
 def synthetic_sets(params: Params, root: Path) -> dict[str, pd.DataFrame]:
     """D_S2 and D_S1 for the settings in params (sections synthetic and fidelity)."""
     s = params.synthetic
     return draw_sets(usable_pool(params, root), s.balanced_per_group, s.biased_size,
-                     s.biased_skew or params.data.bias_degree)
+                     s.biased_skew or params.data.bias_degree, s.val_per_group)
 
 
 def as_image_set(folder: Path, rows: pd.DataFrame, size: int, cache_dir: Path, progress: bool = True) -> ImageSet:
