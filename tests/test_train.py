@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from aimfair.classifier import train
-from aimfair.classifier.models import build_classifier, load_checkpoint, save_checkpoint
+from aimfair.classifier.models import build_classifier, load_checkpoint, read_sidecar, save_checkpoint
 from aimfair.classifier.train import fit, predict_proba
 from aimfair.config import TrainConfig
 from aimfair.core.errors import AimfairError
@@ -314,3 +314,35 @@ def test_a_damaged_or_foreign_resume_state_is_set_aside_and_never_runs_code(tmp_
     assert list(history["epoch"]) == [1, 2, 3]  # started over, to the end
     assert f"ignoring the resume state {resume}" in capsys.readouterr().err
     assert not marker.exists() and not resume.exists()
+
+
+def test_monitored_sets_are_scored_per_group_and_can_choose_the_epoch(tmp_path, monkeypatch):
+    from aimfair.core.groups import GROUPS
+
+    train_set, val_set, monitored = _bright_or_dark(48, 0), _bright_or_dark(16, 1), _bright_or_dark(32, 2)
+    # the monitored set's worst group scores 10, 90, 30 in epochs 1-3: selecting on it keeps epoch 2
+    scores = iter([10.0, 90.0, 30.0])
+    monkeypatch.setattr(train, "_group_scores", lambda name, *args: {
+        **{f"{name}_acc_{g}": 95.0 for g in GROUPS}, f"{name}_wst": next(scores)})
+    history = fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False,
+                  monitors={"synthetic_val": monitored}, select="synthetic_val_wst")
+    assert history["synthetic_val_wst"].tolist() == [10.0, 90.0, 30.0]
+    assert {f"synthetic_val_acc_{g}" for g in GROUPS} <= set(history.columns)
+    sidecar = read_sidecar(tmp_path / "best.safetensors")
+    assert (sidecar["epoch"], sidecar["selected_by"], sidecar["selected_value"]) == (2, "synthetic_val_wst", 90.0)
+
+
+def test_a_monitored_sets_group_accuracies_are_its_own(tmp_path):
+    history = fit(build_classifier(), _bright_or_dark(48, 0), _bright_or_dark(16, 1), CFG, tmp_path, CPU,
+                  progress=False, monitors={"real_val": _bright_or_dark(32, 2)})
+    last = history.iloc[-1]
+    groups = [last[f"real_val_acc_{g}"] for g in ("0_0", "0_1", "1_0", "1_1")]
+    assert last["real_val_wst"] == min(groups) and all(0 <= a <= 100 for a in groups)
+
+
+def test_an_unknown_selection_column_is_refused_before_training(tmp_path):
+    with pytest.raises(AimfairError, match=r"cannot select epochs by 'real_val_wst': choose one of val_acc, "
+                                           r"synthetic_val_wst"):
+        fit(build_classifier(), _bright_or_dark(48, 0), _bright_or_dark(16, 1), CFG, tmp_path, CPU,
+            progress=False, monitors={"synthetic_val": _bright_or_dark(16, 2)}, select="real_val_wst")
+    assert not (tmp_path / "best.safetensors").exists()

@@ -18,6 +18,7 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from aimfair.classifier.models import read_sidecar, save_checkpoint
 from aimfair.config import Optimisation, TrainConfig
 from aimfair.core import io
 from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS, group_accuracies
 from aimfair.core.resume import load_resume_state, save_resume_state
 from aimfair.data.loading import BatchAugment, BatchLoader, ImageSet
 
@@ -108,13 +110,17 @@ def masked_sgd(model: nn.Module, cfg: Optimisation, entry_masks: dict[str, torch
 def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_dir: str | os.PathLike,
         device: torch.device, meta: dict | None = None, progress: bool = True,
         entry_masks: dict[str, torch.Tensor] | None = None, fingerprint: str | None = None,
-        resume_every_s: float = 30.0) -> pd.DataFrame:
-    """Train `model` with BCE-with-logits; keep the epoch with the best overall validation accuracy.
+        resume_every_s: float = 30.0, monitors: Mapping[str, ImageSet] | None = None,
+        select: str = "val_acc") -> pd.DataFrame:
+    """Train `model` with BCE-with-logits; keep the epoch with the best `select` (by default the overall
+    validation accuracy, which needs no group labels).
 
     Labels are `train.y`: one 0/1 label per image, or several per image (shape (N, k), a model with k
     logits, accuracy averaged over the k labels). Only parameters with requires_grad are trained; within
     those named in `entry_masks`, only the True entries (see masked_sgd). `fingerprint` is
     data_fingerprint(train, val) when the caller has it already (hashing the pixels twice is wasted work).
+    `monitors` ({name: image set with group labels}) are scored after every epoch into the history:
+    `<name>_acc_<group>` and `<name>_wst` (the worst group's accuracy); `select` may name any of them.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,17 +130,41 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
     prepare_model(model, device)
     if not any(p.requires_grad for p in model.parameters()):
         raise AimfairError(f"nothing to train in {out_dir}: every parameter is frozen")
+    monitors = dict(monitors or {})
+    _check_selection(select, monitors)
     optimizer, hooks = masked_sgd(model, cfg, entry_masks)
     try:
         run_id = dict(config=asdict(cfg), data=fingerprint or data_fingerprint(train, val))
-        return _fit(model, train, val, cfg, out_dir, device, meta, progress, optimizer, run_id, resume_every_s)
+        if monitors or select != "val_acc":  # a resume state of another selection is not this run's
+            run_id.update(select=select, monitors=data_fingerprint(*monitors.values()) if monitors else "")
+        return _fit(model, train, val, cfg, out_dir, device, meta, progress, optimizer, run_id, resume_every_s,
+                    monitors, select)
     finally:
         for hook in hooks:  # a second fit on the same model must not stack masks
             hook.remove()
 
 
-def _newer_best(checkpoint: Path, resume_epoch: int, cfg: TrainConfig) -> float:
-    """The validation accuracy of a best checkpoint this run wrote after its resume state (-1 if none).
+def _group_scores(name: str, model: nn.Module, images: ImageSet, device: torch.device,
+                  precision: str) -> dict[str, float]:
+    """A monitored set's accuracy per (y, s) group and its worst group's, as history columns."""
+    pred = (predict_proba(model, images, device, precision=precision) >= 0.5).astype(np.int64)
+    accs = group_accuracies(np.asarray(images.y), np.asarray(images.s), pred)
+    return {**{f"{name}_acc_{g}": accs[g] for g in GROUPS}, f"{name}_wst": min(accs.values())}
+
+
+def _check_selection(select: str, monitors: Mapping[str, ImageSet]) -> None:
+    """`select` must be a history column that fit writes and that grows with a better model."""
+    columns = ("wst", *(f"acc_{g}" for g in GROUPS))
+    allowed = ["val_acc"] + [f"{name}_{column}" for name in monitors for column in columns]
+    if select not in allowed:
+        raise AimfairError(f"cannot select epochs by {select!r}: choose one of {', '.join(allowed)}")
+    for name, images in monitors.items():
+        if np.ndim(images.y) != 1 or images.s is None:
+            raise AimfairError(f"the monitored set {name!r} needs one 0/1 label and a protected attribute per image")
+
+
+def _newer_best(checkpoint: Path, resume_epoch: int, cfg: TrainConfig, select: str = "val_acc") -> float:
+    """The selection score of a best checkpoint this run wrote after its resume state (-1 if none).
 
     The resume state is written at most every resume_every_s, so a killed run may have kept a better epoch
     than its state knows of. Counting it keeps that checkpoint from being replaced by a worse epoch when
@@ -142,13 +172,15 @@ def _newer_best(checkpoint: Path, resume_epoch: int, cfg: TrainConfig) -> float:
     if not checkpoint.exists():
         return -1.0
     meta = read_sidecar(checkpoint)
-    same_run = meta.get("config") == json.loads(json.dumps(asdict(cfg)))
-    return float(meta["val_acc"]) if same_run and meta.get("epoch", 0) > resume_epoch else -1.0
+    same_run = (meta.get("config") == json.loads(json.dumps(asdict(cfg)))
+                and meta.get("selected_by", "val_acc") == select)
+    score = meta.get("selected_value", meta.get("val_acc"))
+    return float(score) if same_run and meta.get("epoch", 0) > resume_epoch else -1.0
 
 
 def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_dir: Path,
          device: torch.device, meta: dict | None, progress: bool, optimizer: torch.optim.SGD, run_id: dict,
-         resume_every_s: float) -> pd.DataFrame:
+         resume_every_s: float, monitors: dict[str, ImageSet], select: str) -> pd.DataFrame:
     """fit's epoch loop: train, validate, keep the best epoch, write the resume state after every epoch."""
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -169,7 +201,7 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
             augment.generator.set_state(state["augment_rng"])
             history, best_acc, start_epoch = state["history"], state["best_acc"], state["epoch"]
             loader.epoch = start_epoch
-            best_acc = max(best_acc, _newer_best(out_dir / "best.safetensors", start_epoch, cfg))
+            best_acc = max(best_acc, _newer_best(out_dir / "best.safetensors", start_epoch, cfg, select))
             print(f"resuming {out_dir} from epoch {start_epoch}")
 
     last_saved = time.perf_counter()
@@ -197,14 +229,17 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
         # no wall-clock time in the history: the outputs of a seeded run are then byte-identical
         row = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=100 * correct / seen,
                    val_acc=val_acc, lr=lr)
+        for name, images in monitors.items():
+            row.update(_group_scores(name, model, images, device, cfg.precision))
         history.append(row)
         if progress:
             print(f"epoch {epoch + 1:3d}  loss {row['train_loss']:.4f}  train {row['train_acc']:.2f}  "
                   f"val {val_acc:.2f}  ({time.perf_counter() - t0:.1f}s)")
-        if val_acc > best_acc:
-            best_acc = val_acc
+        if row[select] > best_acc:
+            best_acc = row[select]
+            chosen = {} if select == "val_acc" else dict(selected_by=select, selected_value=row[select])
             save_checkpoint(model, out_dir / "best.safetensors",
-                            dict(meta or {}, epoch=epoch + 1, val_acc=val_acc, config=asdict(cfg)))
+                            dict(meta or {}, epoch=epoch + 1, val_acc=val_acc, config=asdict(cfg), **chosen))
         io.write_csv(out_dir / "history.csv", pd.DataFrame(history))
         if epoch + 1 == cfg.epochs or time.perf_counter() - last_saved < resume_every_s:
             continue  # (the last epoch needs no resume state)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from aimfair.core.errors import AimfairError
-from aimfair.core.groups import GROUPS, group_key, parse_group_key
+from aimfair.core.groups import GROUPS, parse_group_key
+from aimfair.core.groups import group_accuracies as group_accuracies_of
 
 # Column order of the paper's result tables. "EO" there is the max definition (EO_paper);
 # EO_code is reported alongside in our outputs but not in this table order.
@@ -58,28 +59,18 @@ def _validate(y: Any, s: Any, pred: Any) -> tuple[np.ndarray, np.ndarray, np.nda
     return y_arr, s_arr, p_arr
 
 
-def _group_acc(y: np.ndarray, s: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Per-group accuracy in percent on already-validated arrays."""
-    out: dict[str, float] = {}
-    for gy in (0, 1):
-        for gs in (0, 1):
-            mask = (y == gy) & (s == gs)
-            out[group_key(gy, gs)] = float(np.mean(pred[mask] == y[mask]) * 100.0)
-    return out
-
-
 def group_accuracies(y: Sequence[int] | np.ndarray, s: Sequence[int] | np.ndarray,
                      pred: Sequence[int] | np.ndarray) -> dict[str, float]:
     """Accuracy (percent) within each (y, s) group, keyed "0_0", "0_1", "1_0", "1_1"."""
     y_arr, s_arr, p_arr = _validate(y, s, pred)
-    return _group_acc(y_arr, s_arr, p_arr)
+    return group_accuracies_of(y_arr, s_arr, p_arr)
 
 
 def fairness_metrics(y: Sequence[int] | np.ndarray, s: Sequence[int] | np.ndarray,
                      pred: Sequence[int] | np.ndarray) -> dict[str, float]:
     """All per-run metrics in percent: acc_{g}, ACC, WST, STD, EO_code, EO_paper, DP, TPR_s*, FPR_s*."""
     y_arr, s_arr, p_arr = _validate(y, s, pred)
-    accs = _group_acc(y_arr, s_arr, p_arr)
+    accs = group_accuracies_of(y_arr, s_arr, p_arr)
     acc_values = np.array([accs[g] for g in GROUPS])
 
     # TPR_s = P(pred=1 | y=1, s), FPR_s = P(pred=1 | y=0, s); every cell is non-empty after validation.
