@@ -131,7 +131,7 @@ def test_strategies_from_scratch_start_from_the_biased_models_initial_weights_an
 
     seen = {}
 
-    def fake_fit(model, train, val, cfg, out, device, meta, progress, entry_masks, fingerprint):
+    def fake_fit(model, train, val, cfg, out, device, meta, progress, entry_masks, fingerprint, monitors, select):
         seen[meta["strategy"]] = (next(model.parameters()).detach().clone(), train, cfg)
         save_checkpoint(model, out / "best.safetensors", meta)
 
@@ -359,3 +359,32 @@ def test_table_4_names_are_checked_where_they_are_set():
                                            r"that finetune.strategies does not run: add it there"):
         strategies_to_train(dataclasses.replace(params, table4=dataclasses.replace(
             params.table4, strategies=["baseline", "linear_probe"])))
+
+
+def test_the_selection_rule_picks_the_epoch_and_another_rule_trains_again(root):
+    from aimfair.classifier.models import read_sidecar
+
+    by_accuracy = run_strategy("full_ft", _setting(root))
+    history = pd.read_csv(by_accuracy.checkpoint.parent / "history.csv")
+    assert {"real_val_wst", "real_val_acc_0_0"} <= set(history.columns)  # the real validation set, per group
+    assert "synthetic_val_wst" not in history  # no synthetic validation set unless asked
+    oracle = _setting(root, _params(selection="real_val_worst"))
+    again = run_strategy("full_ft", oracle)
+    assert not again.skipped  # a run kept by another rule is not this one's
+    sidecar = read_sidecar(again.checkpoint)
+    history = pd.read_csv(again.checkpoint.parent / "history.csv")
+    assert sidecar["selected_by"] == "real_val_wst"
+    assert sidecar["selected_value"] == history["real_val_wst"].max()
+    assert sidecar["epoch"] == int(history.loc[history["real_val_wst"].idxmax(), "epoch"])
+
+
+def test_the_synthetic_validation_set_is_scored_when_asked_for(root):
+    params = parse_params({"seeds": [SEED],
+                           "pretrain": {"input_size": 16, "epochs": 1, "batch_size": 16, "milestones": []},
+                           "finetune": {"epochs": 2, "batch_size": 16, "lr": 0.01, "selection": "synthetic_val_worst"},
+                           "synthetic": {"val_per_group": 4}})
+    setting = _setting(root, params)
+    setting.__dict__["synthetic"] = dict(setting.synthetic, validation=_images(16, 5, "syn_v"))
+    result = run_strategy("full_ft", setting)
+    history = pd.read_csv(result.checkpoint.parent / "history.csv")
+    assert history["synthetic_val_wst"].notna().all() and history["real_val_wst"].notna().all()

@@ -26,6 +26,10 @@ from aimfair.data.images import load_images
 from aimfair.data.loading import ImageSet
 from aimfair.selective.masks import Mask, load_mask
 
+# finetune.selection -> the column of fit's history whose best epoch a run keeps (Setting.monitors' names)
+SELECTION_COLUMNS = {"real_val_acc": "val_acc", "real_val_worst": "real_val_wst",
+                     "synthetic_val_worst": "synthetic_val_wst"}
+
 
 @dataclass
 class Setting:
@@ -57,8 +61,22 @@ class Setting:
         return load_images(self.params, self.root, "val", self.size, self.progress)
 
     @cached_property
-    def synthetic(self) -> dict[str, ImageSet]:  # {"balanced": D_S2, "biased": D_S1}
+    def synthetic(self) -> dict[str, ImageSet]:  # {"balanced": D_S2, "biased": D_S1} (+ "validation")
         return synthetic_image_sets(self.params, self.root, self.size, self.progress)
+
+    @cached_property
+    def monitors(self) -> dict[str, ImageSet]:
+        """What a fine-tuning run scores per group after every epoch: the real validation images, and the
+        balanced synthetic validation set when synthetic.val_per_group asks for one."""
+        sets = {"real_val": self.val}
+        if self.params.synthetic.val_per_group:
+            sets["synthetic_val"] = self.synthetic["validation"]
+        return sets
+
+    @property
+    def select(self) -> str:
+        """The history column whose best epoch a fine-tuning run keeps (finetune.selection)."""
+        return SELECTION_COLUMNS[self.params.finetune.selection]
 
     @cached_property
     def repaired(self) -> ImageSet:

@@ -112,7 +112,8 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     identity = dict(strategy=name, seed=seed, start=start, config=asdict(cfg),
                     data=data_fingerprint(train, setting.val),
                     trainable=hashlib.sha1("\n".join(trainable).encode()).hexdigest()[:16],
-                    entries=entries, entry_masks=_masks_hash(entry_masks), code=_code_hash(strategy))
+                    entries=entries, entry_masks=_masks_hash(entry_masks), code=_code_hash(strategy),
+                    select=setting.select, monitors=data_fingerprint(*setting.monitors.values()))
     identity = json.loads(json.dumps(identity))  # as it reads back from run.json (tuples become lists)
     record_file = out / RUN_RECORD
     checkpoint = out / "best.safetensors"
@@ -133,7 +134,7 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     t0 = time.perf_counter()
     try:
         fit(model, train, setting.val, cfg, out, setting.device, meta, progress=setting.progress,
-            entry_masks=entry_masks, fingerprint=identity["data"])
+            entry_masks=entry_masks, fingerprint=identity["data"], monitors=setting.monitors, select=setting.select)
     except AimfairError as e:
         raise AimfairError(f"strategy {name}, seed {seed}: {e}") from None
     seconds = time.perf_counter() - t0
