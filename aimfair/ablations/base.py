@@ -53,6 +53,8 @@ class AblationSetting(Setting):
     balanced_per_group: int = 0  # D_S2's images per group; 0 = synthetic.balanced_per_group
     biased_skew: str = ""  # D_S1's skew; "" = the pipeline's
     real_fraction: float = 1.0  # D_R: this share of each group of the real training split
+    selection: str = ""  # the rule by which a fine-tuning run picks its epoch; "" = finetune.selection
+    validation_pool: Path | None = None  # a pool whose images are the synthetic validation set (relative to the root)
 
     @property
     def biased_checkpoint(self) -> Path:
@@ -76,6 +78,17 @@ class AblationSetting(Setting):
                          self.biased_skew or s.biased_skew or self.params.data.bias_degree)
         return {name: as_image_set(folder, rows, self.size, self.root / paths.CACHE, self.progress)
                 for name, rows in sets.items()}
+
+    @cached_property
+    def synthetic_val(self) -> ImageSet | None:
+        if self.validation_pool is None:
+            return super().synthetic_val
+        folder = self.root / self.validation_pool
+        return as_image_set(folder, read_manifest(folder), self.size, self.root / paths.CACHE, self.progress)
+
+    @property
+    def rule(self) -> str:
+        return self.selection or super().rule
 
     def mask(self, model: torch.nn.Module) -> Mask:
         if self.mask_file is None:
