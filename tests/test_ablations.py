@@ -183,10 +183,13 @@ def test_an_arm_keeps_the_epoch_of_its_rule_and_monitors_its_validation_pool(tmp
     params = parse_params({"pretrain": {"input_size": 8}})
     setting = AblationSetting(params, tmp_path, 100, device=None, progress=False, selection="real_val_worst",
                               validation_pool=Path("validation_pool"))
-    assert setting.rule == "real_val_worst" and setting.select == "real_val_wst"
-    assert setting.synthetic_val.image_ids == ["0_0/000_0000.png"] and setting.synthetic_val.pixels.shape[0] == 1
+    setting.__dict__["val"] = "the real validation images"  # not loaded: only the synthetic set is looked at
+    assert setting.select == "real_val_wst" and setting.monitors["real_val"] == "the real validation images"
+    synthetic = setting.monitors["synthetic_val"]
+    assert synthetic.image_ids == ["0_0/000_0000.png"] and synthetic.pixels.shape[0] == 1 and list(synthetic.s) == [0]
     plain = AblationSetting(params, tmp_path, 100, device=None, progress=False)
-    assert plain.rule == "real_val_acc" and plain.select == "val_acc" and plain.synthetic_val is None
+    plain.__dict__["val"] = "the real validation images"
+    assert plain.select == "val_acc" and list(plain.monitors) == ["real_val"]
 
 
 def test_the_synthetic_validation_set_is_what_a_grown_pool_adds_after_d_s1_and_d_s2():

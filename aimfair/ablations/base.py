@@ -27,7 +27,7 @@ from aimfair.csdg.synthetic import as_image_set, draw_sets, usable_pool
 from aimfair.data.images import load_images
 from aimfair.data.loading import ImageSet
 from aimfair.selective.masks import Mask, load_mask
-from aimfair.strategies.base import Setting, Strategy
+from aimfair.strategies.base import SELECTION_COLUMNS, Setting, Strategy
 from aimfair.strategies.registry import STRATEGIES, register
 
 
@@ -80,15 +80,17 @@ class AblationSetting(Setting):
                 for name, rows in sets.items()}
 
     @cached_property
-    def synthetic_val(self) -> ImageSet | None:
+    def monitors(self) -> dict[str, ImageSet]:
+        """The pipeline's, or the real validation images and the validation pool's images."""
         if self.validation_pool is None:
-            return super().synthetic_val
+            return super().monitors
         folder = self.root / self.validation_pool
-        return as_image_set(folder, read_manifest(folder), self.size, self.root / paths.CACHE, self.progress)
+        return {"real_val": self.val, "synthetic_val": as_image_set(folder, read_manifest(folder), self.size,
+                                                                    self.root / paths.CACHE, self.progress)}
 
     @property
-    def rule(self) -> str:
-        return self.selection or super().rule
+    def select(self) -> str:
+        return SELECTION_COLUMNS[self.selection] if self.selection else super().select
 
     def mask(self, model: torch.nn.Module) -> Mask:
         if self.mask_file is None:

@@ -64,29 +64,19 @@ class Setting:
     def synthetic(self) -> dict[str, ImageSet]:  # {"balanced": D_S2, "biased": D_S1} (+ "validation")
         return synthetic_image_sets(self.params, self.root, self.size, self.progress)
 
-    @property
-    def synthetic_val(self) -> ImageSet | None:
-        """The balanced synthetic validation set, when synthetic.val_per_group asks for one."""
-        return self.synthetic["validation"] if self.params.synthetic.val_per_group else None
-
     @cached_property
     def monitors(self) -> dict[str, ImageSet]:
         """What a fine-tuning run scores per group after every epoch: the real validation images, and the
-        balanced synthetic validation set when there is one."""
+        balanced synthetic validation set when synthetic.val_per_group asks for one."""
         sets = {"real_val": self.val}
-        if self.synthetic_val is not None:
-            sets["synthetic_val"] = self.synthetic_val
+        if self.params.synthetic.val_per_group:
+            sets["synthetic_val"] = self.synthetic["validation"]
         return sets
 
     @property
-    def rule(self) -> str:
-        """How a fine-tuning run picks its epoch (finetune.selection)."""
-        return self.params.finetune.selection
-
-    @property
     def select(self) -> str:
-        """The history column whose best epoch a fine-tuning run keeps."""
-        return SELECTION_COLUMNS[self.rule]
+        """The history column whose best epoch a fine-tuning run keeps (finetune.selection)."""
+        return SELECTION_COLUMNS[self.params.finetune.selection]
 
     @cached_property
     def repaired(self) -> ImageSet:
