@@ -11,7 +11,13 @@ from PIL import Image
 from aimfair.ablations import ABLATIONS, get_ablation
 from aimfair.ablations.base import AblationSetting, first_share
 from aimfair.ablations.frozen_upto import FreezeUpTo
-from aimfair.ablations.model_selection import _eo, toward_oracle, tracking, tracking_summary, validation_jobs
+from aimfair.ablations.model_selection import (
+    _eo,
+    toward_oracle,
+    tracking,
+    tracking_summary,
+    validation_jobs,
+)
 from aimfair.classifier.models import build_classifier
 from aimfair.config import Params, parse_params
 from aimfair.core.errors import AimfairError
@@ -19,8 +25,8 @@ from aimfair.core.groups import GROUPS, group_accuracies
 from aimfair.csdg.generation import pool_plan
 from aimfair.csdg.pool import plan_jobs
 from aimfair.csdg.synthetic import draw_sets
-from aimfair.evaluation.metrics import fairness_metrics
 from aimfair.data.loading import ImageSet
+from aimfair.evaluation.metrics import fairness_metrics
 
 
 def with_ablations(**values) -> Params:

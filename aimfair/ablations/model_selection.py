@@ -217,7 +217,7 @@ def write_tracking(arms: list[Arm], per_seed: pd.DataFrame, seeds: list[int], ro
         oracle.to_markdown() if len(oracle) else "(the rules synthetic_val_worst and real_val_worst are not both run)",
         ""]))
     figure = plot_tracking(points)
-    files["tracking_figure"] = save_figure(figure, root / paths.FIGURES / "ablations" / f"{ModelSelection.name}_tracking.png")
+    files["tracking_figure"] = save_figure(figure, root / paths.FIGURES / "ablations" / "model_selection_tracking.png")
     plt.close(figure)
     return files
 
