@@ -67,6 +67,9 @@ TABLE4_FAMILIES = {"random_selection": tuple(f"random_selection-draw_{d}" for d 
                    "subtuning_update_one": tuple(f"subtuning_update_one-layer{b}" for b in (1, 2, 3, 4)),
                    "subtuning_freeze_one": tuple(f"subtuning_freeze_one-layer{b}" for b in (1, 2, 3, 4))}
 TABLE4_STRATEGIES = ("aimfair_cosine", *(v for variants in TABLE4_FAMILIES.values() for v in variants))
+# The group-robustness baselines of stage robust (aimfair.strategies.robust); jtt is a family of variants, one per
+# (identification epochs, upweight) of section robust, registered when the stage starts
+ROBUST_STRATEGIES = ("group_balanced", "jtt", "group_dro")
 STRATEGY_NAMES = TABLE3_STRATEGIES + TABLE4_STRATEGIES + tuple(TABLE4_FAMILIES)  # what a list of strategies may hold
 
 
@@ -514,6 +517,34 @@ class Table4Params:
             _choice("table4.strategies", name, STRATEGY_NAMES)
 
 
+@dataclass(frozen=True)
+class RobustParams:
+    """experiments/dvc.yaml, stage robust: group-robustness baselines on the real training set (opt-in).
+
+    Each trains a new model on D_R, from the biased model's initial weights, with section pretrain's settings
+    and (finetune.new_model_budget steps) its number of SGD steps. Names of stage finetune's strategies are
+    read from it (they must be in finetune.strategies)."""
+
+    strategies: list[str] = field(default_factory=lambda: [
+        "baseline", "group_balanced", "jtt", "group_dro", "full_ft", "aimfair"])
+    jtt_epochs: list[int] = field(default_factory=lambda: [1, 2])  # T: epochs of the ERM model whose errors count
+    jtt_upweight: list[int] = field(default_factory=lambda: [6, 20, 50])  # λ_up: copies of each error in the set
+    dro_step: float = 0.01  # GroupDRO: step size of the group weights (η)
+
+    def __post_init__(self) -> None:
+        for key in ("strategies", "jtt_epochs", "jtt_upweight"):
+            values = getattr(self, key)
+            _check(f"robust.{key}", len(values) > 0 and len(set(values)) == len(values),
+                   "must be a non-empty list of distinct values")
+        for name in self.strategies:
+            _choice("robust.strategies", name, TABLE3_STRATEGIES + ROBUST_STRATEGIES)
+        _check("robust.jtt_epochs", min(self.jtt_epochs) >= 1, f"holds {min(self.jtt_epochs)}: each T must be at "
+               "least 1 epoch")
+        _check("robust.jtt_upweight", min(self.jtt_upweight) >= 2, f"holds {min(self.jtt_upweight)}: an upweight "
+               "below 2 adds no copy of an error")
+        _check("robust.dro_step", 0 < self.dro_step <= 10, f"is {self.dro_step}: it must be in (0, 10]")
+
+
 ABLATION_FREEZE_POINTS = ("conv1", "layer1", "layer2", "layer3", "layer4")  # ResNet-18, input side first
 RESNET18_TENSORS = 62  # named parameter tensors of ResNet-18 with one logit (pretrain.arch allows only it)
 
@@ -605,6 +636,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     table4: Table4Params = field(default_factory=Table4Params)
     ablations: AblationParams = field(default_factory=AblationParams)
+    robust: RobustParams = field(default_factory=RobustParams)
 
     def __post_init__(self) -> None:
         _check("seeds", len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
@@ -713,7 +745,7 @@ def parse_params(data: dict) -> Params:
 # Sections a params file may leave out: the opt-in experiments, whose defaults here are the shipped params.yaml's
 # (tests/test_config.py compares them). Every other section must be in the file, so that nothing runs on a
 # default the user never saw.
-OPTIONAL_SECTIONS = ("table4", "ablations")
+OPTIONAL_SECTIONS = ("table4", "ablations", "robust")
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:

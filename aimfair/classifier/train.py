@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from aimfair.classifier.models import read_sidecar, save_checkpoint
+from aimfair.classifier.objectives import GroupDRO
 from aimfair.config import Optimisation, TrainConfig
 from aimfair.core import io
 from aimfair.core.errors import AimfairError
@@ -111,7 +112,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
         device: torch.device, meta: dict | None = None, progress: bool = True,
         entry_masks: dict[str, torch.Tensor] | None = None, fingerprint: str | None = None,
         resume_every_s: float = 30.0, monitors: Mapping[str, ImageSet] | None = None,
-        select: str = "val_acc") -> pd.DataFrame:
+        select: str = "val_acc", objective: GroupDRO | None = None) -> pd.DataFrame:
     """Train `model` with BCE-with-logits; keep the epoch with the best `select` (by default the overall
     validation accuracy, which needs no group labels).
 
@@ -121,6 +122,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
     data_fingerprint(train, val) when the caller has it already (hashing the pixels twice is wasted work).
     `monitors` ({name: image set with group labels}) are scored after every epoch into the history:
     `<name>_acc_<group>` and `<name>_wst` (the worst group's accuracy); `select` may name any of them.
+    `objective` replaces the mean BCE loss (aimfair.classifier.objectives; its state is part of the resume state).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,8 +139,10 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
         run_id = dict(config=asdict(cfg), data=fingerprint or data_fingerprint(train, val))
         if monitors or select != "val_acc":  # a resume state of another selection is not this run's
             run_id.update(select=select, monitors=data_fingerprint(*monitors.values()) if monitors else "")
+        if objective is not None:
+            run_id.update(objective=objective.describe())
         return _fit(model, train, val, cfg, out_dir, device, meta, progress, optimizer, run_id, resume_every_s,
-                    monitors, select)
+                    monitors, select, objective)
     finally:
         for hook in hooks:  # a second fit on the same model must not stack masks
             hook.remove()
@@ -180,7 +184,8 @@ def _newer_best(checkpoint: Path, resume_epoch: int, cfg: TrainConfig, select: s
 
 def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_dir: Path,
          device: torch.device, meta: dict | None, progress: bool, optimizer: torch.optim.SGD, run_id: dict,
-         resume_every_s: float, monitors: dict[str, ImageSet], select: str) -> pd.DataFrame:
+         resume_every_s: float, monitors: dict[str, ImageSet], select: str, objective: GroupDRO | None
+         ) -> pd.DataFrame:
     """fit's epoch loop: train, validate, keep the best epoch, write the resume state after every epoch."""
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -200,6 +205,8 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
             torch.set_rng_state(state["torch_rng"])
             augment.generator.set_state(state["augment_rng"])
             history, best_acc, start_epoch = state["history"], state["best_acc"], state["epoch"]
+            if objective is not None:
+                objective.load_state_dict(state["objective"])
             loader.epoch = start_epoch
             best_acc = max(best_acc, _newer_best(out_dir / "best.safetensors", start_epoch, cfg, select))
             print(f"resuming {out_dir} from epoch {start_epoch}")
@@ -210,9 +217,9 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         # under `aimfair notebook` TQDM_MININTERVAL slows the refresh: each one is a line in the log
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
-        for x, y, _ in bar:
+        for x, y, s in bar:
             logits = logits_of(model, x, cfg.precision).squeeze(1)
-            loss = loss_fn(logits, y.float())
+            loss = loss_fn(logits, y.float()) if objective is None else objective(logits, y, s)
             if not torch.isfinite(loss):
                 raise AimfairError(f"loss became {loss.item()} at epoch {epoch + 1} in {out_dir}: lower the "
                                    f"learning rate (lr={cfg.lr}); the last good checkpoint is kept")
@@ -247,6 +254,7 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
         save_resume_state(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                                scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(),
                                augment_rng=augment.generator.get_state(), history=history, best_acc=best_acc,
-                               epoch=epoch + 1, run_id=run_id), resume_file)
+                               epoch=epoch + 1, run_id=run_id,
+                               **({} if objective is None else dict(objective=objective.state_dict()))), resume_file)
     resume_file.unlink(missing_ok=True)  # finished: the resume state is no longer needed
     return pd.DataFrame(history)

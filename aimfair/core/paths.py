@@ -28,10 +28,12 @@ MASKS = WORK / "masks"  # seed_<seed>/mask.json, scores.csv
 FINETUNE = WORK / "finetune"  # <strategy>/seed_<seed>/best.safetensors, history.csv, run.json
 LOCKS = WORK / ".locks"  # one lock file per training run, so that two processes never train the same one
 PARTIAL = WORK / "partial"  # the same for the Table 4 strategies (experiments/dvc.yaml, stage table4)
+ROBUST = WORK / "robust"  # the same for the group-robustness baselines (experiments/dvc.yaml, stage robust)
 ABLATIONS = WORK / "ablations"  # <ablation>/: its runs, masks and pools (experiments/dvc.yaml, stages ablation@*)
 REPORTS = Path("reports")  # metrics, tables and figures
 FIGURES = REPORTS / "figures"
 TABLE4_REPORTS = REPORTS / "table4"  # stage table4's tables and metrics, as stage evaluate's in reports/
+ROBUST_REPORTS = REPORTS / "robust"  # stage robust's
 ABLATION_REPORTS = REPORTS / "ablations"  # <ablation>/: the same for each ablation
 
 

@@ -34,6 +34,9 @@ REFERENCES = ("baseline", "full_ft")  # every strategy is compared with each of 
 COMPARED = {"ACC": "ΔACC", "WST": "ΔWST", "EO_paper": "ΔEO"}  # metric -> its column in the comparison table
 
 
+CHOSEN_BY = {"val_acc": "overall accuracy", "real_val_wst": "worst-group accuracy"}  # Family.chosen_by, in words
+
+
 def interval_kind(n_seeds: int) -> str:
     """What the brackets of a table hold, in words (aimfair.evaluation.uncertainty; docs/statistics.md)."""
     if n_seeds < 2:
@@ -245,8 +248,10 @@ def write_evaluation(result: Evaluation, params: Params, root: Path, folder: Pat
                  "points against the baseline.\n\n" + markdown_table(comparison_table(compared)))
     if rest:
         variants = paper_table({name: result.aggregate[name]["paper"] for name in rest}, d.target, d.sensitive)
+        chosen_by = "; ".join(f"{name}: {CHOSEN_BY[FAMILIES[name].chosen_by]}" for name in shown if name in FAMILIES)
         text += ("\nEvery variant of the families (a family's row above is, per seed, its variant with the best "
-                 "validation accuracy):\n\n" + markdown_table(with_intervals(variants, result.intervals)))
+                 f"score on the real validation images, {chosen_by}):\n\n" +
+                 markdown_table(with_intervals(variants, result.intervals)))
     io.write_text(out["table_md"], text)
     if warning:
         notice(warning)

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from aimfair.classifier.objectives import GroupDRO
 from aimfair.config import Params, TrainConfig
 from aimfair.core import paths
 from aimfair.core.errors import AimfairError
@@ -103,6 +104,10 @@ class Strategy:
         may. The default trains everything."""
         return None
 
+    def objective(self, setting: Setting) -> GroupDRO | None:
+        """The training loss, when it is not the mean BCE (ERM)."""
+        return None
+
     def config(self, setting: Setting) -> TrainConfig:
         p = setting.params
         if self.from_biased:
@@ -113,13 +118,15 @@ class Strategy:
 
 @dataclass(frozen=True)
 class Family:
-    """Several runs per seed of one idea (random draws, one run per block), reported as the run with the best
-    overall validation accuracy on real data (no group labels), and with `report_mean`, their mean too."""
+    """Several runs per seed of one idea (random draws, one run per block, a grid of hyper-parameters), reported
+    as the run with the best `chosen_by` on the real validation images (by default overall accuracy, which needs
+    no group labels), and with `report_mean`, their mean too."""
 
     name: str
     summary: str
     variants: tuple[str, ...]  # registered strategy names
     report_mean: bool = False
+    chosen_by: str = "val_acc"  # a column of the runs' history.csv, at the epoch each run kept
 
     @property
     def mean_name(self) -> str:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from aimfair.core import paths
 from aimfair.core.errors import AimfairError
 from aimfair.strategies import table3, table4
 from aimfair.strategies.base import Family, Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (*table3.TABLE3, *table4.STRATEGIES)}
-FAMILIES: dict[str, Family] = {family.name: family for family in table4.FAMILIES}
+FAMILIES: dict[str, Family] = {}  # filled below
 TABLE3 = tuple(cls.name for cls in table3.TABLE3)  # the strategies of stage finetune; the others run in experiments/
 
 
@@ -58,19 +60,37 @@ def run_dir(name: str, seed: int) -> Path:
     return STRATEGIES[name].runs_folder / name / f"seed_{seed}"
 
 
-def validation_accuracy(root: Path, name: str, seed: int) -> float:
-    """The overall validation accuracy of a trained strategy's chosen epoch (from its checkpoint's sidecar)."""
-    sidecar = root / run_dir(name, seed) / "best.json"
+def validation_score(root: Path, name: str, seed: int, column: str = "val_acc") -> float:
+    """A trained strategy's `column` of history.csv at the epoch it kept (val_acc: overall accuracy on real
+    validation images; real_val_wst: their worst group's accuracy)."""
+    out = root / run_dir(name, seed)
+    sidecar = out / "best.json"
     if not sidecar.exists():
-        raise AimfairError(f"no model of strategy {name} for seed {seed} at {sidecar.parent}: train it first")
-    return float(json.loads(sidecar.read_text())["val_acc"])
+        raise AimfairError(f"no model of strategy {name} for seed {seed} at {out}: train it first")
+    kept = json.loads(sidecar.read_text())
+    if column == "val_acc":
+        return float(kept["val_acc"])
+    history = pd.read_csv(out / "history.csv")
+    if column not in history:
+        raise AimfairError(f"the run of {name} for seed {seed} in {out} has no {column} in its history: train it again")
+    return float(history.loc[history["epoch"] == kept["epoch"], column].iloc[0])
 
 
 def chosen_variant(root: Path, family: str, seed: int) -> str:
-    """The family's variant with the best validation accuracy for `seed` (the first of equals)."""
-    variants = FAMILIES[family].variants
-    accuracies = [validation_accuracy(root, v, seed) for v in variants]
-    return variants[accuracies.index(max(accuracies))]
+    """The family's variant with the best `chosen_by` for `seed` (the first of equals)."""
+    variants, column = FAMILIES[family].variants, FAMILIES[family].chosen_by
+    scores = [validation_score(root, v, seed, column) for v in variants]
+    return variants[scores.index(max(scores))]
+
+
+def register_family(family: Family) -> Family:
+    """Add a family made at run time (a grid of hyper-parameters from params) under its name."""
+    unknown = [v for v in family.variants if v not in STRATEGIES]
+    if unknown or family.name in STRATEGIES:
+        raise AimfairError(f"family {family.name!r}: its variants must be registered strategies and its name must "
+                           f"not be one ({unknown or family.name})")
+    FAMILIES[family.name] = family
+    return family
 
 
 def checkpoint_path(root: Path, name: str, seed: int) -> Path:
@@ -83,12 +103,5 @@ def checkpoint_path(root: Path, name: str, seed: int) -> Path:
     return root / run_dir(name, seed) / "best.safetensors"
 
 
-def _check_families() -> None:
-    for family in FAMILIES.values():
-        unknown = [v for v in family.variants if v not in STRATEGIES]
-        if unknown or family.name in STRATEGIES:
-            raise AimfairError(f"family {family.name!r}: its variants must be registered strategies and its name "
-                               f"must not be one ({unknown or family.name})")
-
-
-_check_families()
+for _family in table4.FAMILIES:
+    register_family(_family)

@@ -36,8 +36,8 @@ def _file_hash(path: Path) -> str:
 # training modules whole; of the strategies, only what defines the run: Setting, run_strategy and the
 # strategy's own classes (other strategies, the registry and the rest of the runner may change without
 # retraining anything).
-_TRAINING_CODE = ("classifier/train.py", "classifier/models.py", "selective/masks.py", "data/loading.py",
-                  "core/device.py")
+_TRAINING_CODE = ("classifier/train.py", "classifier/models.py", "classifier/objectives.py", "selective/masks.py",
+                  "data/loading.py", "core/device.py")
 
 
 def _code_hash(strategy: Strategy) -> str:
@@ -107,13 +107,15 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     entry_masks = strategy.restrict(model, setting)
     cfg = strategy.config(setting)
     train = strategy.training_set(setting)
+    objective = strategy.objective(setting)
     tensors, entries = _trainable(model, entry_masks)
     trainable = sorted(n for n, q in model.named_parameters() if q.requires_grad)
     identity = dict(strategy=name, seed=seed, start=start, config=asdict(cfg),
                     data=data_fingerprint(train, setting.val),
                     trainable=hashlib.sha1("\n".join(trainable).encode()).hexdigest()[:16],
                     entries=entries, entry_masks=_masks_hash(entry_masks), code=_code_hash(strategy),
-                    select=setting.select, monitors=data_fingerprint(*setting.monitors.values()))
+                    select=setting.select, monitors=data_fingerprint(*setting.monitors.values()),
+                    objective=objective.describe() if objective is not None else "erm")
     identity = json.loads(json.dumps(identity))  # as it reads back from run.json (tuples become lists)
     record_file = out / RUN_RECORD
     checkpoint = out / "best.safetensors"
@@ -134,7 +136,8 @@ def run_strategy(name: str, setting: Setting) -> RunResult:
     t0 = time.perf_counter()
     try:
         fit(model, train, setting.val, cfg, out, setting.device, meta, progress=setting.progress,
-            entry_masks=entry_masks, fingerprint=identity["data"], monitors=setting.monitors, select=setting.select)
+            entry_masks=entry_masks, fingerprint=identity["data"], monitors=setting.monitors, select=setting.select,
+            objective=objective)
     except AimfairError as e:
         raise AimfairError(f"strategy {name}, seed {seed}: {e}") from None
     seconds = time.perf_counter() - t0
