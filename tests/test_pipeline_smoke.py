@@ -27,6 +27,7 @@ TOY = {
     "ablations": {"prompts": ["single", "2"], "top_k": [50, 60], "amount": [0.5, 1.0], "skew": ["3/7"],
                   "real_fraction": [0.5], "frozen_upto": ["layer3", "layer4"],
                   "model_selection": {"strategies": ["aimfair", "linear_probe"], "val_per_group": 3}},
+    "robust": {"jtt_epochs": [1], "jtt_upweight": [3, 6]},
 }
 ABLATION_ROWS = {  # the rows of each ablation's table at the toy settings above
     "prompts": ["1 plain prompt", "2 contextual", "50 contextual (pipeline)"],
@@ -158,6 +159,7 @@ def test_table4_and_the_ablations_run_on_top_of_the_pipeline(toy_repo):
     assert "Running stage 'experiments/dvc.yaml:table4'" in out and "Running stage 'finetune'" not in out
     assert all(f"Running stage 'experiments/dvc.yaml:ablation@{name}'" in out for name in ABLATION_ROWS)
     assert "Running stage 'experiments/dvc.yaml:model_selection'" in out
+    assert "Running stage 'experiments/dvc.yaml:robust'" in out
     assert "Running stage 'experiments/dvc.yaml:paper_figures'" in out
     beside = (repo / "reports" / "paper" / "beside_paper.md").read_text()
     assert "| aimfair |" in beside and "| k=60 |" in beside and "not run" not in beside
@@ -215,6 +217,24 @@ def test_the_model_selection_stage_trains_each_rule_on_a_validation_set_of_its_o
     assert len(tracking) == 2 * 2 * 1 and tracking["synthetic_val_WST"].between(0, 100).all()  # 1 epoch each
     assert "share kept" in (folder / "tracking.md").read_text()
     assert (repo / "reports" / "figures" / "ablations" / "model_selection_tracking.png").stat().st_size > 1000
+
+
+def test_the_robust_stage_puts_the_reweighting_baselines_beside_aimfair(toy_repo):
+    repo, env = toy_repo  # after the experiments ran
+    nb = json.loads((repo / "outputs" / "notebooks" / "12_robust.ipynb").read_text())
+    assert not nb["metadata"]["papermill"]["exception"]
+    table = (repo / "reports" / "robust" / "table.md").read_text()
+    rows = ("baseline", "group_balanced", "jtt", "group_dro", "full_ft", "aimfair", "jtt-T1_up3", "jtt-T1_up6")
+    assert all(f"| {name} |" in table for name in rows), table
+    assert "| group_dro − aimfair |" in table and "worst-group accuracy" in table
+    work = repo / "work" / "robust"
+    # per seed: group_balanced, group_dro, the identification model and 2 JTT variants
+    assert len(list(work.glob("*/seed_*/run.json"))) == 2 * 5
+    record = json.loads((work / "group_dro" / "seed_1" / "run.json").read_text())
+    assert record["objective"]["objective"] == "group_dro" and record["start"].startswith("new")
+    per_seed = pd.read_csv(repo / "reports" / "robust" / "per_seed.csv")
+    assert per_seed.query("strategy == 'jtt'")["variant"].str.startswith("jtt-T1_up").all()
+    assert (repo / "reports" / "figures" / "robust" / "accuracy_vs_fairness.png").stat().st_size > 1000
 
 
 def test_two_processes_train_the_same_models_as_one(toy_repo):
