@@ -527,7 +527,7 @@ class RobustParams:
 
     strategies: list[str] = field(default_factory=lambda: [
         "baseline", "group_balanced", "jtt", "group_dro", "full_ft", "aimfair"])
-    jtt_epochs: list[int] = field(default_factory=lambda: [1, 2])  # T: epochs of the ERM model whose errors count
+    jtt_epochs: list[int] = field(default_factory=lambda: [2, 4])  # T: epochs of the ERM model whose errors count
     jtt_upweight: list[int] = field(default_factory=lambda: [6, 20, 50])  # λ_up: copies of each error in the set
     dro_step: float = 0.01  # GroupDRO: step size of the group weights (η)
 
