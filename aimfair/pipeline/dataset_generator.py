@@ -28,7 +28,12 @@ from aimfair.core.errors import AimfairError
 from aimfair.csdg.generators.tiny import save_tiny, train_tiny
 from aimfair.csdg.prompts.captions import pool_captions
 from aimfair.data.cache import decoded_images
-from aimfair.data.generator_pool import MIN_PER_GROUP, POOL_FILE, balanced_pool, check_pool
+from aimfair.data.generator_pool import (
+    MIN_PER_GROUP,
+    POOL_FILE,
+    balanced_pool,
+    check_pool,
+)
 from aimfair.data.images import image_dir
 from aimfair.data.splits import group_counts
 

@@ -15,14 +15,14 @@ import pandas as pd
 
 from aimfair.config import Params
 from aimfair.core import paths
-from aimfair.core.errors import AimfairError
 from aimfair.core.groups import GROUPS, group_key
 from aimfair.evaluation.evaluate import Evaluation, shown_names, write_evaluation
 from aimfair.pipeline.evaluate import run_evaluate
 from aimfair.strategies.base import Setting
-from aimfair.strategies.registry import STRATEGIES, TABLE3
+from aimfair.strategies.registry import STRATEGIES, to_train_beside_finetune
 from aimfair.strategies.robust import register_jtt
 from aimfair.strategies.runner import run_all, training_device
+
 
 @dataclass
 class RobustResult:
@@ -35,14 +35,7 @@ class RobustResult:
 def strategies_to_train(params: Params) -> list[str]:
     """The strategies of robust.strategies that this stage trains; stage finetune's must be in
     finetune.strategies, as they are read from it."""
-    names = params.robust.strategies
-    missing = [name for name in names if name in TABLE3 and STRATEGIES[name].trains
-               and name not in params.finetune.strategies]
-    if missing:
-        raise AimfairError(f"robust.strategies names {missing[0]!r}, a strategy of stage finetune that "
-                           "finetune.strategies does not run: add it there (dvc repro trains it) or remove it from "
-                           "robust.strategies")
-    return [name for name in names if name not in TABLE3]
+    return to_train_beside_finetune(params.robust.strategies, params.finetune.strategies, "robust.strategies")
 
 
 def run_robust(params: Params, root: Path, progress: bool = True) -> RobustResult:

@@ -14,10 +14,9 @@ import pandas as pd
 
 from aimfair.config import Params
 from aimfair.core import paths
-from aimfair.core.errors import AimfairError
 from aimfair.evaluation.evaluate import Evaluation, shown_names, write_evaluation
 from aimfair.pipeline.evaluate import run_evaluate
-from aimfair.strategies.registry import STRATEGIES, TABLE3
+from aimfair.strategies.registry import to_train_beside_finetune
 from aimfair.strategies.runner import run_all, training_device
 
 
@@ -32,14 +31,7 @@ class Table4Result:
 def strategies_to_train(params: Params) -> list[str]:
     """The strategies of table4.strategies that this stage trains; those of stage finetune are read from it,
     so they must be among finetune.strategies."""
-    names = params.table4.strategies
-    missing = [name for name in names if name in TABLE3 and STRATEGIES[name].trains
-               and name not in params.finetune.strategies]
-    if missing:
-        raise AimfairError(f"table4.strategies names {missing[0]!r}, a strategy of stage finetune that "
-                           "finetune.strategies does not run: add it there (dvc repro trains it) or remove it from "
-                           "table4.strategies")
-    return [name for name in names if name not in TABLE3]
+    return to_train_beside_finetune(params.table4.strategies, params.finetune.strategies, "table4.strategies")
 
 
 def run_table4(params: Params, root: Path, progress: bool = True, state=None) -> Table4Result | None:

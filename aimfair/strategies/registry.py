@@ -22,6 +22,16 @@ FAMILIES: dict[str, Family] = {}  # filled below
 TABLE3 = tuple(cls.name for cls in table3.TABLE3)  # the strategies of stage finetune; the others run in experiments/
 
 
+def to_train_beside_finetune(names: list[str], finetune_strategies: list[str], key: str) -> list[str]:
+    """Of the strategies `names` (params key `key`) of an opt-in stage, those it trains itself: the others are
+    stage finetune's, read from it, so each that trains must be in finetune.strategies."""
+    missing = [name for name in names if name in TABLE3 and STRATEGIES[name].trains and name not in finetune_strategies]
+    if missing:
+        raise AimfairError(f"{key} names {missing[0]!r}, a strategy of stage finetune that finetune.strategies does "
+                           f"not run: add it there (dvc repro trains it) or remove it from {key}")
+    return [name for name in names if name not in TABLE3]
+
+
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Add a strategy made at run time (an ablation's arm) under its name."""
     if cls.name in FAMILIES or STRATEGIES.get(cls.name, cls) is not cls:

@@ -89,7 +89,8 @@ class JttIdentification(RobustStrategy):
     epochs: int
 
     def config(self, setting: Setting) -> TrainConfig:
-        return dataclasses.replace(setting.params.pretrain.train_config(setting.seed), epochs=self.epochs, milestones=[])
+        cfg = setting.params.pretrain.train_config(setting.seed)
+        return dataclasses.replace(cfg, epochs=self.epochs, milestones=[])
 
     def errors(self, setting: Setting) -> np.ndarray:
         """The indices of D_R that this model gets wrong (trained first when it is not)."""
