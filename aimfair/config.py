@@ -519,6 +519,29 @@ RESNET18_TENSORS = 62  # named parameter tensors of ResNet-18 with one logit (pr
 
 
 @dataclass(frozen=True)
+class ModelSelectionParams:
+    """ablations.model_selection (experiments/dvc.yaml, stage model_selection): the rules of finetune.selection
+    side by side. Stage finetune's runs give the pipeline's rule; each other rule trains the strategies again,
+    monitoring a balanced synthetic validation set of `val_per_group` images per group drawn after the pool's."""
+
+    rules: list[str] = field(default_factory=lambda: ["synthetic_val_worst", "real_val_worst"])
+    strategies: list[str] = field(default_factory=lambda: ["aimfair", "full_ft", "linear_probe"])
+    val_per_group: int = 100
+
+    def __post_init__(self) -> None:
+        for key in ("rules", "strategies"):
+            values = getattr(self, key)
+            _check(f"ablations.model_selection.{key}", len(values) > 0 and len(set(values)) == len(values),
+                   "must be a non-empty list of distinct names")
+        for rule in self.rules:
+            _choice("ablations.model_selection.rules", rule, SELECTION_RULES)
+        trained = tuple(name for name in TABLE3_STRATEGIES if name != "baseline")  # the baseline trains nothing
+        for name in self.strategies:
+            _choice("ablations.model_selection.strategies", name, trained)
+        _check("ablations.model_selection.val_per_group", self.val_per_group >= 1, "must be at least 1")
+
+
+@dataclass(frozen=True)
 class AblationParams:
     """experiments/dvc.yaml, stages ablation@<name>: the paper's ablations on the pipeline's setting (opt-in).
 
@@ -533,6 +556,7 @@ class AblationParams:
     skew: list[str] = field(default_factory=lambda: ["4/6", "3/7", "2/8"])  # D_S1's skew for the mask
     real_fraction: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.1])  # share of the real training set
     frozen_upto: list[str] = field(default_factory=lambda: list(ABLATION_FREEZE_POINTS))
+    model_selection: ModelSelectionParams = field(default_factory=ModelSelectionParams)
 
     def __post_init__(self) -> None:
         _check("ablations.seeds", len(set(self.seeds)) == len(self.seeds), "must not repeat a seed")

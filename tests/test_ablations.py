@@ -6,14 +6,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from aimfair.ablations import ABLATIONS, get_ablation
 from aimfair.ablations.base import AblationSetting, first_share
 from aimfair.ablations.frozen_upto import FreezeUpTo
+from aimfair.ablations.model_selection import (
+    _eo,
+    toward_oracle,
+    tracking,
+    tracking_summary,
+    validation_jobs,
+)
 from aimfair.classifier.models import build_classifier
 from aimfair.config import Params, parse_params
 from aimfair.core.errors import AimfairError
+from aimfair.core.groups import GROUPS, group_accuracies
+from aimfair.csdg.generation import pool_plan
+from aimfair.csdg.pool import plan_jobs
+from aimfair.csdg.synthetic import draw_sets
 from aimfair.data.loading import ImageSet
+from aimfair.evaluation.metrics import fairness_metrics
 
 
 def with_ablations(**values) -> Params:
@@ -35,6 +48,10 @@ def with_ablations(**values) -> Params:
     (dict(top_k=[]), "non-empty list of distinct values"),
     (dict(top_k=[45, 45]), "non-empty list of distinct values"),
     (dict(seeds=[7]), "ablations.seeds holds [7], not among seeds"),
+    (dict(model_selection=dict(rules=["test_worst"])), "ablations.model_selection.rules is 'test_worst'"),
+    (dict(model_selection=dict(strategies=["baseline"])), "ablations.model_selection.strategies is 'baseline'"),
+    (dict(model_selection=dict(rules=[])), "model_selection.rules must be a non-empty list"),
+    (dict(model_selection=dict(val_per_group=0)), "model_selection.val_per_group must be at least 1"),
 ])
 def test_out_of_range_ablation_values_are_clear_errors(values, message):
     with pytest.raises(AimfairError, match="fix it in params.yaml|choose one of") as error:
@@ -44,7 +61,7 @@ def test_out_of_range_ablation_values_are_clear_errors(values, message):
 
 def test_the_defaults_name_every_ablation_and_the_papers_values():
     a = Params().ablations
-    assert set(ABLATIONS) == {"prompts", "top_k", "amount", "skew", "real_fraction", "frozen_upto"}
+    assert set(ABLATIONS) == {"prompts", "top_k", "amount", "skew", "real_fraction", "frozen_upto", "model_selection"}
     assert a.amount == [0.5, 1.0, 1.5, 2.0] and a.real_fraction == [0.5, 0.25, 0.1]
     assert a.skew == ["4/6", "3/7", "2/8"]  # 1:9, the real data's, is the pipeline's own
 
@@ -140,3 +157,101 @@ def test_the_pipelines_own_amount_is_read_not_trained_again(tmp_path):
     assert [(a.label, a.reference) for a in arms] == [("0.5× real", False), ("1× real (pipeline)", True),
                                                       ("1.5× real", False), ("2× real", False)]
     assert arms[0].setting["balanced_per_group"] == 250
+
+
+def test_each_selection_rule_trains_the_strategies_again_and_the_pipelines_rule_is_read():
+    ablation = get_ablation("model_selection")
+    arms = ablation.arms(Params(), Path("."))
+    assert [(a.label, a.reference) for a in arms[:3]] == [
+        ("aimfair, real_val_acc (pipeline)", True), ("aimfair, synthetic_val_worst", False),
+        ("aimfair, real_val_worst", False)]
+    assert [a.series for a in arms] == ["aimfair"] * 3 + ["full_ft"] * 3 + ["linear_probe"] * 3
+    trained = arms[1]
+    assert trained.strategy == "ablation_model_selection-aimfair-synthetic_val_worst"
+    assert trained.setting == dict(selection="synthetic_val_worst",
+                                   validation_pool=Path("work/ablations/model_selection/validation_pool"))
+    pairs = ablation.pairs(arms)
+    assert ("aimfair, real_val_worst", "aimfair, real_val_acc (pipeline)") in pairs
+    assert ("linear_probe, synthetic_val_worst", "linear_probe, real_val_worst") in pairs  # label-free vs oracle
+    assert len(pairs) == 9
+    params = parse_params({"finetune": {"strategies": ["baseline", "aimfair"]}})
+    with pytest.raises(AimfairError, match="names 'full_ft', which finetune.strategies does not run"):
+        ablation.arms(params, Path("."))
+
+
+def test_an_arm_keeps_the_epoch_of_its_rule_and_monitors_its_validation_pool(tmp_path):
+    pool = tmp_path / "validation_pool"
+    (pool / "0_0").mkdir(parents=True)
+    pixels = np.full((8, 8, 3), 200, dtype=np.uint8)
+    Image.fromarray(pixels).save(pool / "0_0" / "000_0000.png")
+    pd.DataFrame(dict(path=["0_0/000_0000.png"], y=[0], s=[0], group=["0_0"])).to_csv(pool / "manifest.csv",
+                                                                                   index=False)
+    params = parse_params({"pretrain": {"input_size": 8}})
+    setting = AblationSetting(params, tmp_path, 100, device=None, progress=False, selection="real_val_worst",
+                              validation_pool=Path("validation_pool"))
+    setting.__dict__["val"] = "the real validation images"  # not loaded: only the synthetic set is looked at
+    assert setting.select == "real_val_wst" and setting.monitors["real_val"] == "the real validation images"
+    synthetic = setting.monitors["synthetic_val"]
+    assert synthetic.image_ids == ["0_0/000_0000.png"] and synthetic.pixels.shape[0] == 1 and list(synthetic.s) == [0]
+    plain = AblationSetting(params, tmp_path, 100, device=None, progress=False)
+    plain.__dict__["val"] = "the real validation images"
+    assert plain.select == "val_acc" and list(plain.monitors) == ["real_val"]
+
+
+def test_the_synthetic_validation_set_is_what_a_grown_pool_adds_after_d_s1_and_d_s2():
+    prompts = {g: [f"prompt {g} {i}" for i in range(7)] for g in GROUPS}
+    params = parse_params({"synthetic": {"balanced_per_group": 30, "biased_size": 100}})
+    jobs = validation_jobs(params, prompts, per_group=12)
+    grown = replace(params, synthetic=replace(params.synthetic, val_per_group=12))
+    pool = plan_jobs(prompts, pool_plan(grown), params.generate.seed)
+    manifest = pd.DataFrame([dict(path=j.path, group=j.group) for j in pool])
+    s = grown.synthetic
+    drawn = draw_sets(manifest, s.balanced_per_group, s.biased_size, grown.data.bias_degree, s.val_per_group)
+    assert [j.path for j in jobs] == list(drawn["validation"]["path"])  # the same images, the same seeds
+    assert {j.seed for j in jobs} <= {j.seed for j in pool}
+    assert not {j.path for j in jobs} & {p for name in ("balanced", "biased") for p in drawn[name]["path"]}
+
+
+def test_eo_from_a_monitored_sets_group_accuracies_is_the_metrics_eo():
+    rng = np.random.default_rng(0)
+    y, s = rng.integers(0, 2, 400), rng.integers(0, 2, 400)
+    pred = np.where(rng.random(400) < 0.8, y, 1 - y)
+    accs = group_accuracies(y, s, pred)
+    history = pd.DataFrame({f"synthetic_val_acc_{g}": [accs[g]] for g in GROUPS})
+    assert _eo(history, "synthetic_val").iloc[0] == pytest.approx(fairness_metrics(y, s, pred)["EO_paper"])
+
+
+def test_tracking_reads_one_history_per_strategy_and_seed_and_correlates(tmp_path):
+    arms = get_ablation("model_selection").arms(Params(), Path("."))
+    epochs = np.arange(1, 6)
+    for arm in arms:
+        if arm.reference or arm.value != "synthetic_val_worst":
+            continue
+        for seed in (1, 2):
+            real = 60 + 5 * epochs + seed
+            columns = {"epoch": epochs, "real_val_wst": real, "synthetic_val_wst": real / 2 + 10}
+            for prefix, scale in (("real_val", 1), ("synthetic_val", 2)):
+                columns.update({f"{prefix}_acc_0_0": 90 - 0 * epochs, f"{prefix}_acc_0_1": 90 - scale * epochs,
+                                f"{prefix}_acc_1_0": 80 + 0 * epochs, f"{prefix}_acc_1_1": 80 + 0 * epochs})
+            folder = tmp_path / "work" / "ablations" / "model_selection" / arm.strategy / f"seed_{seed}"
+            folder.mkdir(parents=True)
+            pd.DataFrame(columns).to_csv(folder / "history.csv", index=False)
+    points = tracking(arms, [1, 2], tmp_path)
+    assert len(points) == 3 * 2 * 5 and set(points["strategy"]) == {"aimfair", "full_ft", "linear_probe"}
+    summary = tracking_summary(points)
+    assert summary.loc["all", "runs"] == 6 and summary.loc["all", "epochs"] == 30
+    assert summary.loc["all", "WST r (all epochs)"] == pytest.approx(1.0)  # a linear relation, whatever its slope
+    assert summary.loc["aimfair", "EO Spearman (within runs)"] == pytest.approx(1.0)
+    assert points["synthetic_val_EO"].tolist()[:2] == [2.0, 4.0]
+
+
+def test_the_share_of_the_oracles_gain_that_the_label_free_rule_keeps():
+    arms = [arm for arm in get_ablation("model_selection").arms(Params(), Path(".")) if arm.series == "aimfair"]
+    wst = {"pipeline": [80, 82], "synthetic_val_worst": [84, 86], "real_val_worst": [88, 90]}
+    eo = {"pipeline": [10, 10], "synthetic_val_worst": [10, 10], "real_val_worst": [6, 6]}
+    per_seed = pd.DataFrame([dict(strategy=arm.label, WST=w, EO_paper=e) for arm in arms
+                             for w, e in zip(*(table["pipeline" if arm.reference else arm.value]
+                                               for table in (wst, eo)))])
+    row = toward_oracle(per_seed, arms).loc["aimfair"]
+    assert row["WST share kept"] == pytest.approx(0.5) and row["EO_paper share kept"] == pytest.approx(0.0)
+    assert row["WST oracle"] == 89 and row["EO_paper pipeline"] == 10

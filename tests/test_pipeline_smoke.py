@@ -25,7 +25,8 @@ TOY = {
     "pretrain": {"input_size": 16, "epochs": 2, "milestones": [1], "batch_size": 32, "threads": 1},
     "finetune": {"epochs": 1, "batch_size": 16},
     "ablations": {"prompts": ["single", "2"], "top_k": [50, 60], "amount": [0.5, 1.0], "skew": ["3/7"],
-                  "real_fraction": [0.5], "frozen_upto": ["layer3", "layer4"]},
+                  "real_fraction": [0.5], "frozen_upto": ["layer3", "layer4"],
+                  "model_selection": {"strategies": ["aimfair", "linear_probe"], "val_per_group": 3}},
 }
 ABLATION_ROWS = {  # the rows of each ablation's table at the toy settings above
     "prompts": ["1 plain prompt", "2 contextual", "50 contextual (pipeline)"],
@@ -156,6 +157,7 @@ def test_table4_and_the_ablations_run_on_top_of_the_pipeline(toy_repo):
     out = run_ok([sys.executable, "-m", "dvc", "repro", "experiments/dvc.yaml"], repo, env).stdout
     assert "Running stage 'experiments/dvc.yaml:table4'" in out and "Running stage 'finetune'" not in out
     assert all(f"Running stage 'experiments/dvc.yaml:ablation@{name}'" in out for name in ABLATION_ROWS)
+    assert "Running stage 'experiments/dvc.yaml:model_selection'" in out
     assert "Running stage 'experiments/dvc.yaml:paper_figures'" in out
     beside = (repo / "reports" / "paper" / "beside_paper.md").read_text()
     assert "| aimfair |" in beside and "| k=60 |" in beside and "not run" not in beside
@@ -188,6 +190,31 @@ def test_table4_and_the_ablations_run_on_top_of_the_pipeline(toy_repo):
     assert pool.groupby("group")["prompt"].nunique().eq(1).all() and pool["prompt"].str.startswith("Portrait").all()
     status = run_ok([sys.executable, "-m", "dvc", "status", "experiments/dvc.yaml", "dvc.yaml"], repo, env).stdout
     assert "changed" not in status and "modified" not in status, status
+
+
+def test_the_model_selection_stage_trains_each_rule_on_a_validation_set_of_its_own(toy_repo):
+    repo, env = toy_repo  # after the test above, which ran experiments/dvc.yaml
+    nb = json.loads((repo / "outputs" / "notebooks" / "11_model_selection.ipynb").read_text())
+    assert not nb["metadata"]["papermill"]["exception"]
+    folder = repo / "reports" / "ablations" / "model_selection"
+    table = (folder / "table.md").read_text()
+    rows = [f"{name}, {rule}" for name in ("aimfair", "linear_probe")
+            for rule in ("real_val_acc (pipeline)", "synthetic_val_worst", "real_val_worst")]
+    assert all(f"| {row} |" in table for row in rows), table
+    assert "| aimfair, synthetic_val_worst − aimfair, real_val_worst |" in table  # label-free against the oracle
+    work = repo / "work" / "ablations" / "model_selection"
+    assert len(list(work.glob("*/seed_*/run.json"))) == 2 * 2 * 2  # 2 strategies x 2 rules x 2 seeds
+    validation = pd.read_csv(work / "validation_pool" / "manifest.csv")
+    assert validation.groupby("group").size().eq(3).all()
+    drawn = set(pd.read_csv(repo / "work" / "pool" / "manifest.csv")["path"])  # D_S1 and D_S2 come from it
+    assert not drawn & set(validation["path"])
+    for arm in ("aimfair-synthetic_val_worst", "linear_probe-real_val_worst"):
+        record = json.loads((work / f"ablation_model_selection-{arm}" / "seed_1" / "run.json").read_text())
+        assert record["select"] == ("synthetic_val_wst" if "synthetic" in arm else "real_val_wst")
+    tracking = pd.read_csv(folder / "tracking.csv")
+    assert len(tracking) == 2 * 2 * 1 and tracking["synthetic_val_WST"].between(0, 100).all()  # 1 epoch each
+    assert "share kept" in (folder / "tracking.md").read_text()
+    assert (repo / "reports" / "figures" / "ablations" / "model_selection_tracking.png").stat().st_size > 1000
 
 
 def test_two_processes_train_the_same_models_as_one(toy_repo):

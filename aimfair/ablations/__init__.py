@@ -9,6 +9,8 @@
 | `skew`          | D_S1's minority:majority for the mask             | AIM-Fair with that mask                     |
 | `real_fraction` | share of the real training set                    | the biased model, its mask and AIM-Fair     |
 | `frozen_upto`   | the stages frozen from the input side             | the biased model fine-tuned above them      |
+| `model_selection` | the rule that picks a fine-tuning run's epoch   | AIM-Fair, full_ft and linear_probe          |
+|                 | (finetune.selection; its own stage, notebook 11)  | under that rule                             |
 
 The pipeline's own value of each knob is read from stage finetune. `run_ablation(name, params, root)` does
 the rest (aimfair.ablations.run).
@@ -19,7 +21,8 @@ import importlib
 from aimfair.ablations.base import ABLATIONS
 from aimfair.ablations.run import AblationResult, get_ablation, run_ablation
 
-for _module in ("prompts", "top_k", "amount", "skew", "real_fraction", "frozen_upto"):  # each registers itself
+for _module in ("prompts", "top_k", "amount", "skew", "real_fraction", "frozen_upto",
+                "model_selection"):  # each registers itself
     importlib.import_module(f"aimfair.ablations.{_module}")
 
 __all__ = ["ABLATIONS", "AblationResult", "get_ablation", "run_ablation"]

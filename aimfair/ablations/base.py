@@ -27,7 +27,7 @@ from aimfair.csdg.synthetic import as_image_set, draw_sets, usable_pool
 from aimfair.data.images import load_images
 from aimfair.data.loading import ImageSet
 from aimfair.selective.masks import Mask, load_mask
-from aimfair.strategies.base import Setting, Strategy
+from aimfair.strategies.base import SELECTION_COLUMNS, Setting, Strategy
 from aimfair.strategies.registry import STRATEGIES, register
 
 
@@ -53,6 +53,8 @@ class AblationSetting(Setting):
     balanced_per_group: int = 0  # D_S2's images per group; 0 = synthetic.balanced_per_group
     biased_skew: str = ""  # D_S1's skew; "" = the pipeline's
     real_fraction: float = 1.0  # D_R: this share of each group of the real training split
+    selection: str = ""  # the rule by which a fine-tuning run picks its epoch; "" = finetune.selection
+    validation_pool: Path | None = None  # a pool whose images are the synthetic validation set (relative to the root)
 
     @property
     def biased_checkpoint(self) -> Path:
@@ -76,6 +78,19 @@ class AblationSetting(Setting):
                          self.biased_skew or s.biased_skew or self.params.data.bias_degree)
         return {name: as_image_set(folder, rows, self.size, self.root / paths.CACHE, self.progress)
                 for name, rows in sets.items()}
+
+    @cached_property
+    def monitors(self) -> dict[str, ImageSet]:
+        """The pipeline's, or the real validation images and the validation pool's images."""
+        if self.validation_pool is None:
+            return super().monitors
+        folder = self.root / self.validation_pool
+        return {"real_val": self.val, "synthetic_val": as_image_set(folder, read_manifest(folder), self.size,
+                                                                    self.root / paths.CACHE, self.progress)}
+
+    @property
+    def select(self) -> str:
+        return SELECTION_COLUMNS[self.selection] if self.selection else super().select
 
     def mask(self, model: torch.nn.Module) -> Mask:
         if self.mask_file is None:
