@@ -223,7 +223,7 @@ def write_tracking(arms: list[Arm], evaluation: Evaluation, params: Params, root
         "The test split, aggregated as the table above, with the paired differences of the table. *share kept*: "
         "(label-free - pipeline) / (oracle - pipeline), given only when the oracle's gain over the pipeline's rule "
         "is shown (higher WST, lower EO, with an interval that excludes zero).", "",
-        oracle.to_markdown() if len(oracle) else "(the rules synthetic_val_worst and real_val_worst are not both run)",
+        oracle.reset_index().to_markdown(index=False) if len(oracle) else "(the rules synthetic_val_worst and real_val_worst are not both run)",
         ""]))
     figure = plot_tracking(points)
     files["tracking_figure"] = save_figure(figure, root / paths.FIGURES / "ablations" / "model_selection_tracking.png")
