@@ -245,13 +245,34 @@ def test_tracking_reads_one_history_per_strategy_and_seed_and_correlates(tmp_pat
     assert points["synthetic_val_EO"].tolist()[:2] == [2.0, 4.0]
 
 
-def test_the_share_of_the_oracles_gain_that_the_label_free_rule_keeps():
-    arms = [arm for arm in get_ablation("model_selection").arms(Params(), Path(".")) if arm.series == "aimfair"]
-    wst = {"pipeline": [80, 82], "synthetic_val_worst": [84, 86], "real_val_worst": [88, 90]}
-    eo = {"pipeline": [10, 10], "synthetic_val_worst": [10, 10], "real_val_worst": [6, 6]}
-    per_seed = pd.DataFrame([dict(strategy=arm.label, WST=w, EO_paper=e) for arm in arms
-                             for w, e in zip(*(table["pipeline" if arm.reference else arm.value]
-                                               for table in (wst, eo)))])
-    row = toward_oracle(per_seed, arms).loc["aimfair"]
-    assert row["WST share kept"] == pytest.approx(0.5) and row["EO_paper share kept"] == pytest.approx(0.0)
-    assert row["WST oracle"] == 89 and row["EO_paper pipeline"] == 10
+def _toward_oracle_of(arms, errors):
+    """toward_oracle on simulated predictions: {arm label: (error, minority penalty)} (tests/test_uncertainty)."""
+    from aimfair.evaluation.evaluate import Evaluation
+    from aimfair.evaluation.metrics import aggregate_seeds
+    from tests.test_uncertainty import predictions
+
+    preds = pd.concat([predictions({name: error}, n=4000, seed=0, minority_penalty=penalty)
+                       for name, (error, penalty) in errors.items()], ignore_index=True)
+    per_seed = pd.DataFrame([dict(strategy=name, seed=seed, **fairness_metrics(r["y"], r["s"], r["pred"]))
+                             for (name, seed), r in preds.groupby(["strategy", "seed"], sort=False)])
+    aggregate = {name: aggregate_seeds(g.drop(columns=["strategy", "seed"]).to_dict("records"))
+                 for name, g in per_seed.groupby("strategy", sort=False)}
+    params = parse_params({"seeds": [1, 2, 3], "evaluate": {"bootstrap": 300}})
+    return toward_oracle(Evaluation(per_seed, preds, aggregate), arms, params), aggregate
+
+
+def test_the_share_of_the_oracles_gain_is_given_only_when_the_oracle_gains():
+    pipeline, free, oracle = [arm for arm in get_ablation("model_selection").arms(Params(), Path("."))
+                              if arm.series == "aimfair"]
+    # the oracle errs far less in the minority groups (a clear WST gain), the label-free rule half as much less
+    table, aggregate = _toward_oracle_of([pipeline, free, oracle], {pipeline.label: (0.08, 1.5),
+                                                                   free.label: (0.08, 0.75), oracle.label: (0.08, 0)})
+    wst = table.loc[("aimfair", "WST")]
+    assert wst["oracle"] > wst["label-free"] > wst["pipeline"]
+    assert wst["oracle"] == pytest.approx(aggregate[oracle.label]["paper"]["WST"], abs=0.01)  # the table's value
+    assert 0.3 < float(wst["share kept"]) < 0.7
+    assert float(wst["oracle − pipeline"].split("[")[1].split(",")[0]) > 0  # the oracle's gain is shown
+    # an oracle that chose what the pipeline's rule chose gains nothing: there is no share to give
+    table, _ = _toward_oracle_of([pipeline, free, oracle], {pipeline.label: (0.08, 1.5), free.label: (0.08, 0.75),
+                                                           oracle.label: (0.08, 1.5)})
+    assert (table["share kept"] == "– (no gain shown)").all()

@@ -14,6 +14,7 @@ import yaml
 from aimfair.config import TinyConfig
 from aimfair.core.groups import GROUPS
 from aimfair.csdg.generators.tiny import TinyT2I, save_tiny
+from tests.builders import merge
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,12 +25,13 @@ def make_root(folder: Path) -> Path:
     prompts and a small random built-in generator."""
     folder.mkdir()
     (folder / "dvc.yaml").write_text("stages: {}\n")
-    params = {"data": {"n_train": 80, "tinyfaces": {"n_images": 400, "image_size": 32}},
-              "synthetic": {"balanced_per_group": 6, "biased_size": 20},
-              "generate": {"batch_size": 4, "compute_batch": 4, "steps": 2, "device": "cpu"},
-              "fidelity": {"per_group": 20, "epochs": 1},
-              "pretrain": {"input_size": 16, "epochs": 1, "milestones": [1], "batch_size": 32, "threads": 1}}
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    toy = {"data": {"n_train": 80, "tinyfaces": {"n_images": 400, "image_size": 32}},
+           "synthetic": {"balanced_per_group": 6, "biased_size": 20},
+           "generate": {"batch_size": 4, "compute_batch": 4, "steps": 2, "device": "cpu"},
+           "fidelity": {"per_group": 20, "epochs": 1},
+           "pretrain": {"input_size": 16, "epochs": 1, "milestones": [1], "batch_size": 32, "threads": 1}}
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())  # a params file must hold every section
+    (folder / "params.yaml").write_text(yaml.safe_dump(merge(shipped, toy)))
     for stage in ("world", "data"):
         run([sys.executable, "-m", "aimfair", stage], folder)
     torch.manual_seed(0)

@@ -32,7 +32,9 @@ from aimfair.core.groups import GROUPS
 from aimfair.csdg.generation import build_generator, read_prompts
 from aimfair.csdg.pool import Job, generate_pool, plan_jobs, pool_sizes
 from aimfair.csdg.synthetic import draw_sets, usable_pool
-from aimfair.evaluation.report import save_figure
+from aimfair.evaluation.evaluate import Evaluation, add_intervals
+from aimfair.evaluation.report import difference_cell, save_figure
+from aimfair.evaluation.uncertainty import compare
 from aimfair.strategies.registry import STRATEGIES, run_dir
 
 VALIDATION_POOL = "validation_pool"  # under the ablation's folder
@@ -158,24 +160,30 @@ def tracking_summary(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").round(3)
 
 
-def toward_oracle(per_seed: pd.DataFrame, arms: list[Arm]) -> pd.DataFrame:
-    """Per strategy, the test split's mean WST and EO under the pipeline's rule, the label-free rule and the
-    oracle, and the share of the oracle's gain over the pipeline's rule that the label-free rule keeps (1: all of
-    it; 0: none; blank when the oracle gains nothing)."""
-    means = per_seed.groupby("strategy", sort=False)[["WST", "EO_paper"]].mean()
+def toward_oracle(evaluation: Evaluation, arms: list[Arm], params: Params) -> pd.DataFrame:
+    """Per strategy and metric (WST, EO), the test values under the pipeline's rule, the label-free rule and the
+    oracle, aggregated as the table aggregates them; each rule's difference from the pipeline's with its 95 %
+    interval (paired, as in the table); and the share of the oracle's gain that the label-free rule keeps,
+    (label-free - pipeline) / (oracle - pipeline), given only when the oracle's gain is shown (its interval
+    excludes zero): otherwise there is no gain to share."""
+    replicates = add_intervals(evaluation, params)
     rows = []
     for series in dict.fromkeys(arm.series for arm in arms):
         label = {("pipeline" if arm.reference else arm.value): arm.label for arm in arms if arm.series == series}
-        if LABEL_FREE not in label or ORACLE not in label or "pipeline" not in label:
+        if not {"pipeline", LABEL_FREE, ORACLE} <= set(label):
             continue
-        row = {"strategy": series}
         for metric, better in (("WST", 1), ("EO_paper", -1)):
-            own, free, oracle = (means.loc[label[k], metric] for k in ("pipeline", LABEL_FREE, ORACLE))
-            gain = better * (oracle - own)
-            row.update({f"{metric} pipeline": own, f"{metric} label-free": free, f"{metric} oracle": oracle,
-                        f"{metric} share kept": better * (free - own) / gain if gain > 0 else np.nan})
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("strategy").round(2) if rows else pd.DataFrame()
+            value = {k: evaluation.aggregate[label[k]]["paper"][metric] for k in ("pipeline", LABEL_FREE, ORACLE)}
+            free, oracle = (compare(replicates, label[k], label["pipeline"], (metric,))[metric]
+                            for k in (LABEL_FREE, ORACLE))
+            shown = oracle["lo"] > 0 if better > 0 else oracle["hi"] < 0
+            rows.append({"strategy": series, "metric": "EO" if metric == "EO_paper" else metric,
+                         "pipeline": round(value["pipeline"], 2), "label-free": round(value[LABEL_FREE], 2),
+                         "oracle": round(value[ORACLE], 2), "label-free − pipeline": difference_cell(free),
+                         "oracle − pipeline": difference_cell(oracle),
+                         "share kept": f"{free['difference'] / oracle['difference']:.2f}" if shown
+                         else "– (no gain shown)"})
+    return pd.DataFrame(rows).set_index(["strategy", "metric"]) if rows else pd.DataFrame()
 
 
 def plot_tracking(points: pd.DataFrame) -> plt.Figure:
@@ -197,14 +205,14 @@ def plot_tracking(points: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def write_tracking(arms: list[Arm], per_seed: pd.DataFrame, seeds: list[int], root: Path) -> dict[str, Path]:
+def write_tracking(arms: list[Arm], evaluation: Evaluation, params: Params, root: Path) -> dict[str, Path]:
     """reports/ablations/model_selection/tracking.csv (every epoch's validation WST and EO), tracking.md (the
     correlations and how far the label-free rule gets towards the oracle) and the tracking figure."""
     folder = root / paths.ABLATION_REPORTS / ModelSelection.name
-    points = tracking(arms, seeds, root)
+    points = tracking(arms, params.ablations.seeds or params.seeds, root)
     files = {"tracking_csv": folder / "tracking.csv", "tracking_md": folder / "tracking.md"}
     io.write_csv(files["tracking_csv"], points.round(4))
-    oracle = toward_oracle(per_seed, arms)
+    oracle = toward_oracle(evaluation, arms, params)
     io.write_text(files["tracking_md"], "\n".join([
         "## Does the synthetic validation set track the real one?", "",
         "WST and EO (the paper's definition) of every epoch of every run, on the synthetic validation set and on "
@@ -212,9 +220,10 @@ def write_tracking(arms: list[Arm], per_seed: pd.DataFrame, seeds: list[int], ro
         "run over its epochs, averaged over runs.", "",
         tracking_summary(points).to_markdown(), "",
         "## How far the label-free rule gets towards the oracle", "",
-        "Mean over seeds on the test split. *share kept*: (label-free - pipeline) / (oracle - pipeline), for EO "
-        "with the signs turned (lower is better); blank when the oracle gains nothing.", "",
-        oracle.to_markdown() if len(oracle) else "(the rules synthetic_val_worst and real_val_worst are not both run)",
+        "The test split, aggregated as the table above, with the paired differences of the table. *share kept*: "
+        "(label-free - pipeline) / (oracle - pipeline), given only when the oracle's gain over the pipeline's rule "
+        "is shown (higher WST, lower EO, with an interval that excludes zero).", "",
+        oracle.reset_index().to_markdown(index=False) if len(oracle) else "(the rules synthetic_val_worst and real_val_worst are not both run)",
         ""]))
     figure = plot_tracking(points)
     files["tracking_figure"] = save_figure(figure, root / paths.FIGURES / "ablations" / "model_selection_tracking.png")
@@ -226,6 +235,5 @@ def run_model_selection(params: Params, root: Path, progress: bool = True) -> Ab
     """The ablation (trains what is missing, evaluates every rule) and its tracking report, into
     reports/ablations/model_selection/."""
     result = run_ablation(ModelSelection.name, params, root, progress)
-    seeds = params.ablations.seeds or params.seeds
-    result.files.update(write_tracking(result.arms, result.evaluation.per_seed, seeds, root))
+    result.files.update(write_tracking(result.arms, result.evaluation, params, root))
     return result
