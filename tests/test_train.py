@@ -78,15 +78,15 @@ def test_fit_learns_and_keeps_the_best_validation_epoch(tmp_path):
 @pytest.mark.parametrize("accuracies, best", [([50.0, 90.0, 70.0], 2), ([80.0, 80.0, 60.0], 1)])
 def test_the_checkpoint_is_the_best_validation_epoch(tmp_path, monkeypatch, accuracies, best):
     snapshots = []
+    torch.manual_seed(0)
+    model = build_classifier()
 
-    def scripted_accuracy(model, images, device, precision):
+    def scripted_accuracy(probabilities, y):
         snapshots.append(_state(model))
         return float(accuracies[len(snapshots) - 1])
 
-    monkeypatch.setattr(train, "accuracy", scripted_accuracy)
-    torch.manual_seed(0)
-    history = fit(build_classifier(), _bright_or_dark(16, 0), _bright_or_dark(4, 1), CFG, tmp_path, CPU,
-                  progress=False)
+    monkeypatch.setattr(train, "accuracy_of", scripted_accuracy)
+    history = fit(model, _bright_or_dark(16, 0), _bright_or_dark(4, 1), CFG, tmp_path, CPU, progress=False)
     assert history["val_acc"].tolist() == accuracies
     saved = build_classifier()
     sidecar = load_checkpoint(saved, tmp_path / "best.safetensors")
@@ -100,7 +100,7 @@ def test_the_checkpoint_is_the_best_validation_epoch(tmp_path, monkeypatch, accu
 def _killed_in_epoch_two(train_set, val_set, out, monkeypatch, resume_every_s: float = 0) -> None:
     """Run fit with CFG and kill it (as Ctrl-C would) after the first epoch's state was written."""
     calls = {"n": 0}
-    real_accuracy = train.accuracy
+    real_accuracy = train.accuracy_of
 
     def crash_in_epoch_two(*args):
         calls["n"] += 1
@@ -108,11 +108,11 @@ def _killed_in_epoch_two(train_set, val_set, out, monkeypatch, resume_every_s: f
             raise KeyboardInterrupt("killed")
         return real_accuracy(*args)
 
-    monkeypatch.setattr(train, "accuracy", crash_in_epoch_two)
+    monkeypatch.setattr(train, "accuracy_of", crash_in_epoch_two)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
         fit(build_classifier(), train_set, val_set, CFG, out, CPU, progress=False, resume_every_s=resume_every_s)
-    monkeypatch.setattr(train, "accuracy", real_accuracy)
+    monkeypatch.setattr(train, "accuracy_of", real_accuracy)
 
 
 def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
@@ -140,11 +140,11 @@ def test_a_best_epoch_newer_than_the_resume_state_is_not_replaced_by_a_worse_one
     # the resume state is written at most every resume_every_s, so a killed run can have kept a best
     # epoch its state does not know of; resumed epochs that score lower must not overwrite it
     train_set, val_set = _bright_or_dark(48, 0), _bright_or_dark(16, 1)
-    monkeypatch.setattr(train, "accuracy", lambda *args: 50.0)  # epoch 1 scores 50
+    monkeypatch.setattr(train, "accuracy_of", lambda *args: 50.0)  # epoch 1 scores 50
     _killed_in_epoch_two(train_set, val_set, tmp_path, monkeypatch)  # resume state after epoch 1
     newer = build_classifier()
     save_checkpoint(newer, tmp_path / "best.safetensors", dict(epoch=2, val_acc=99.5, config=asdict(CFG)))
-    monkeypatch.setattr(train, "accuracy", lambda *args: 90.0)  # the resumed epochs 2 and 3 score lower
+    monkeypatch.setattr(train, "accuracy_of", lambda *args: 90.0)  # the resumed epochs 2 and 3 score lower
     history = fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False)
     assert list(history["epoch"]) == [1, 2, 3]
     kept = build_classifier()
@@ -233,10 +233,10 @@ def test_predictions_keep_input_order_and_do_not_depend_on_batch_size():
     assert predict_proba(model, single, CPU)[0] == pytest.approx(a[5], abs=1e-5)
 
 
-def test_accuracy_is_a_percentage_at_threshold_one_half(monkeypatch):
-    images = _bright_or_dark(4, 0)  # y = 0, 1, 0, 1
-    monkeypatch.setattr(train, "predict_proba", lambda *args, **kwargs: np.array([0.2, 0.5, 0.7, 0.9]))
-    assert train.accuracy(build_classifier(), images, CPU) == 75.0
+def test_accuracy_is_a_percentage_at_threshold_one_half():
+    assert train.accuracy_of(np.array([0.2, 0.5, 0.7, 0.9]), np.array([0, 1, 0, 1])) == 75.0
+    # a multi-label set: averaged over every label of every image
+    assert train.accuracy_of(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([[1, 1], [1, 0]])) == 75.0
 
 
 def test_a_seeded_run_writes_byte_identical_outputs(tmp_path):
@@ -251,8 +251,9 @@ def test_a_seeded_run_writes_byte_identical_outputs(tmp_path):
 
 def test_bfloat16_training_learns_validates_in_bfloat16_and_records_its_precision(tmp_path, monkeypatch):
     seen = []
-    real_accuracy = train.accuracy
-    monkeypatch.setattr(train, "accuracy", lambda *args: seen.append(args[-1]) or real_accuracy(*args))
+    real_predict = train.predict_proba
+    monkeypatch.setattr(train, "predict_proba",
+                        lambda *args, **kwargs: seen.append(kwargs["precision"]) or real_predict(*args, **kwargs))
     torch.manual_seed(0)
     model = build_classifier()
     dtypes = set()  # what the convolutions compute in, in training steps and validation passes
@@ -322,14 +323,25 @@ def test_monitored_sets_are_scored_per_group_and_can_choose_the_epoch(tmp_path, 
     train_set, val_set, monitored = _bright_or_dark(48, 0), _bright_or_dark(16, 1), _bright_or_dark(32, 2)
     # the monitored set's worst group scores 10, 90, 30 in epochs 1-3: selecting on it keeps epoch 2
     scores = iter([10.0, 90.0, 30.0])
-    monkeypatch.setattr(train, "_group_scores", lambda name, *args: {
-        **{f"{name}_acc_{g}": 95.0 for g in GROUPS}, f"{name}_wst": next(scores)})
+    monkeypatch.setattr(train, "group_accuracies", lambda *args: {g: 95.0 for g in GROUPS} | {"0_0": next(scores)})
     history = fit(build_classifier(), train_set, val_set, CFG, tmp_path, CPU, progress=False,
                   monitors={"synthetic_val": monitored}, select="synthetic_val_wst")
     assert history["synthetic_val_wst"].tolist() == [10.0, 90.0, 30.0]
     assert {f"synthetic_val_acc_{g}" for g in GROUPS} <= set(history.columns)
     sidecar = read_sidecar(tmp_path / "best.safetensors")
     assert (sidecar["epoch"], sidecar["selected_by"], sidecar["selected_value"]) == (2, "synthetic_val_wst", 90.0)
+
+
+def test_the_validation_images_are_predicted_once_per_epoch_when_they_are_also_monitored(tmp_path, monkeypatch):
+    val_set, predicted = _bright_or_dark(16, 1), []
+    real_predict = train.predict_proba
+    monkeypatch.setattr(train, "predict_proba",
+                        lambda model, images, *args, **kwargs: predicted.append(images) or real_predict(
+                            model, images, *args, **kwargs))
+    history = fit(build_classifier(), _bright_or_dark(48, 0), val_set, CFG, tmp_path, CPU, progress=False,
+                  monitors={"real_val": val_set})
+    assert len(predicted) == 3 and all(images is val_set for images in predicted)
+    assert history["real_val_acc_0_0"].notna().all()
 
 
 def test_a_monitored_sets_group_accuracies_are_its_own(tmp_path):

@@ -79,9 +79,9 @@ def predict_proba(model: nn.Module, images: ImageSet, device: torch.device, batc
     return torch.cat(out).numpy()
 
 
-def accuracy(model: nn.Module, images: ImageSet, device: torch.device, precision: str = "float32") -> float:
+def accuracy_of(probabilities: np.ndarray, y: np.ndarray) -> float:
     """Overall accuracy in percent at threshold 0.5 (averaged over the labels of a multi-label set)."""
-    return float(((predict_proba(model, images, device, precision=precision) >= 0.5) == images.y).mean() * 100)
+    return float(((probabilities >= 0.5) == y).mean() * 100)
 
 
 def masked_sgd(model: nn.Module, cfg: Optimisation, entry_masks: dict[str, torch.Tensor] | None = None
@@ -148,12 +148,24 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out_
             hook.remove()
 
 
-def _group_scores(name: str, model: nn.Module, images: ImageSet, device: torch.device,
-                  precision: str) -> dict[str, float]:
-    """A monitored set's accuracy per (y, s) group and its worst group's, as history columns."""
-    pred = (predict_proba(model, images, device, precision=precision) >= 0.5).astype(np.int64)
-    accs = group_accuracies(np.asarray(images.y), np.asarray(images.s), pred)
-    return {**{f"{name}_acc_{g}": accs[g] for g in GROUPS}, f"{name}_wst": min(accs.values())}
+def _validation_scores(model: nn.Module, val: ImageSet, monitors: Mapping[str, ImageSet], device: torch.device,
+                       precision: str) -> dict[str, float]:
+    """An epoch's history columns from held-out images: val_acc, and for every monitored set its accuracy
+    per (y, s) group and its worst group's. Each distinct set is predicted once (the real_val monitor is
+    `val` itself)."""
+    predicted: dict[int, np.ndarray] = {}
+
+    def probabilities(images: ImageSet) -> np.ndarray:
+        if id(images) not in predicted:
+            predicted[id(images)] = predict_proba(model, images, device, precision=precision)
+        return predicted[id(images)]
+
+    scores = {"val_acc": accuracy_of(probabilities(val), val.y)}
+    for name, images in monitors.items():
+        pred = (probabilities(images) >= 0.5).astype(np.int64)
+        accs = group_accuracies(np.asarray(images.y), np.asarray(images.s), pred)
+        scores.update({**{f"{name}_acc_{g}": accs[g] for g in GROUPS}, f"{name}_wst": min(accs.values())})
+    return scores
 
 
 def _check_selection(select: str, monitors: Mapping[str, ImageSet]) -> None:
@@ -232,12 +244,11 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, cfg: TrainConfig, out
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)  # shown at the next refresh
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val_acc = accuracy(model, val, device, cfg.precision)
+        scores = _validation_scores(model, val, monitors, device, cfg.precision)
+        val_acc = scores.pop("val_acc")
         # no wall-clock time in the history: the outputs of a seeded run are then byte-identical
         row = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=100 * correct / seen,
-                   val_acc=val_acc, lr=lr)
-        for name, images in monitors.items():
-            row.update(_group_scores(name, model, images, device, cfg.precision))
+                   val_acc=val_acc, lr=lr, **scores)
         history.append(row)
         if progress:
             print(f"epoch {epoch + 1:3d}  loss {row['train_loss']:.4f}  train {row['train_acc']:.2f}  "
