@@ -130,6 +130,9 @@ def test_the_robust_strategies_train_new_models_on_their_own_sets(tmp_path):
     setting = _setting(tmp_path, jtt_epochs=[1], jtt_upweight=[3])
     balanced = STRATEGIES["group_balanced"]().training_set(setting)
     assert pd.Series(list(zip(balanced.y, balanced.s))).value_counts().nunique() == 1
+    # GroupDRO draws its batches from the same group-balanced set, as its authors' --reweight_groups does
+    dro_set = STRATEGIES["group_dro"]().training_set(setting)
+    assert dro_set.image_ids == balanced.image_ids and np.array_equal(dro_set.pixels, balanced.pixels)
     result = run_strategy("group_dro", setting)
     record = json.loads((result.checkpoint.parent / "run.json").read_text())
     assert record["objective"] == dict(objective="group_dro", step=0.01) and record["start"].startswith("new")

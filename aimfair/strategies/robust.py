@@ -7,7 +7,8 @@ so that it differs from the biased model (ERM) only in how it weighs the real im
 | name             | group labels of D_R | how                                                                   |
 |------------------|---------------------|-----------------------------------------------------------------------|
 | `group_balanced` | yes                 | every group repeated up to the largest group's size (resampling)      |
-| `group_dro`      | yes                 | GroupDRO (Sagawa et al., 2020): the worst groups' losses weigh more   |
+| `group_dro`      | yes                 | GroupDRO (Sagawa et al., 2020): the worst groups' losses weigh more,  |
+|                  |                     | on group-balanced batches as its authors run it                       |
 | `jtt`            | no (only to tune)   | JTT (Liu et al., 2021): ERM for T epochs, then its errors λ_up times  |
 
 JTT is a family: one variant per (T, λ_up) of section robust, registered by `register_jtt(params)`. Per seed the
@@ -76,8 +77,13 @@ class GroupBalanced(RobustStrategy):
         return subset(real, balanced_index(real.y, real.s, setting.seed))
 
 
-class GroupDro(RobustStrategy):
-    name, summary = "group_dro", "a new model on the real images with the GroupDRO loss (group labels)"
+class GroupDro(GroupBalanced):
+    """GroupDRO as its authors run it: the GroupDRO loss on group_balanced's set, so that every group is
+    equally frequent in the batches (their `--reweight_groups`). On the natural skew the loss alone gives each
+    minority image many times a majority image's weight in a few images per batch, and training does not
+    get past chance (docs/robust.md)."""
+
+    name, summary = "group_dro", "a new model on the real images, each group resampled, with the GroupDRO loss"
 
     def objective(self, setting: Setting) -> GroupDRO:
         return GroupDRO(setting.params.robust.dro_step)
