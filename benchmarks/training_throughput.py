@@ -50,20 +50,20 @@ def measure(size: int, trainable: str, n: int, epochs: int, device: torch.device
     with tempfile.TemporaryDirectory() as out:
         import aimfair.classifier.train as train_module
 
-        real_accuracy = train_module.accuracy
+        real_accuracy = train_module.accuracy_of
 
-        def timed_accuracy(*args):  # called once per epoch, right after its training steps
+        def timed_accuracy(*args):  # called once per epoch, right after its training steps and validation pass
             result = real_accuracy(*args)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
             return result
 
-        train_module.accuracy = timed_accuracy
+        train_module.accuracy_of = timed_accuracy
         try:
             fit(model, train, val, cfg, out, device, progress=False, resume_every_s=1e9)
         finally:
-            train_module.accuracy = real_accuracy
+            train_module.accuracy_of = real_accuracy
     return n * (epochs - 1) / (stamps[-1] - stamps[0])
 
 

@@ -204,6 +204,24 @@ def test_readme_shows_the_committed_results_of_every_ablation():
                 assert shown in line, f"README's {name} row {row['method']!r} is stale: {shown}"
 
 
+def test_the_docs_show_the_committed_results_of_the_robust_baselines():
+    import csv
+
+    with open(ROOT / "reports" / "robust" / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} >= {"baseline", "group_balanced", "group_dro", "jtt", "aimfair"}
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    section = guide[guide.index("## Group-robustness baselines (opt-in)"):guide.index("## Parallel runs")]
+    robust = (ROOT / "docs" / "robust.md").read_text()
+    for row in rows:
+        plain = " | ".join(f"{float(row[c]):.2f}" for c in ("ACC", "WST", "EO"))
+        line = next((line for line in section.splitlines() if line.startswith(f"| {row['method']} ")), "")
+        assert plain in line, f"the guide's robust row {row['method']!r} is stale: {plain}"
+        shown = " | ".join(f"{float(row[c]):.2f} [{float(row[c + ' lo']):.1f}, {float(row[c + ' hi']):.1f}]"
+                           for c in ("ACC", "WST", "EO"))
+        assert shown in robust, f"docs/robust.md's row {row['method']!r} is stale: {shown}"
+
+
 def test_the_committed_gpu_time_estimate_is_current_and_shown_in_paper_readme(tmp_path):
     """docs/paper_gpu_time.json is what paper_gpu_time.py computes now from the paper params and the
     committed throughput measurements, and paper/README's hours are that file's."""
